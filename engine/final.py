@@ -1,0 +1,214 @@
+"""F12 / animation / ``blender -b`` renders: the module function the RenderEngine forwards to.
+
+Data path: evaluated depsgraph → :mod:`.scene_io` (bodies: world-space vertices and joints;
+camera: K, R, t for the render size) → per body: the avatar's input renderer + network
+(:mod:`..neural.avatar`) on the configured device → :func:`..neural.composite.composite_layers`
+(back to front, alpha from the predicted mask) → Combined (+ optional passes) via ``foreach_set``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import CancelledError, NeuralAvatarError
+from . import avatars, scene_io, state
+
+PASSES = {  # name → (channels, chan_id, type)
+    "Neural Input": (3, "RGB", "COLOR"),
+    "Neural Mask": (1, "X", "VALUE"),
+    "Neural Depth": (1, "Z", "VALUE"),
+}
+TIMINGS: dict = {}  # last frame's stage timings (s), read by the benchmark
+
+
+def wanted_passes(settings) -> list[str]:
+    out = []
+    if settings.pass_input:
+        out.append("Neural Input")
+    if settings.pass_mask:
+        out.append("Neural Mask")
+    if settings.pass_depth:
+        out.append("Neural Depth")
+    return out
+
+
+def resolve_device(settings, prefs=None) -> str:
+    from ..neural.device import pick_device
+
+    pref = settings.device
+    if pref == "PREFERENCES":
+        pref = prefs.device if prefs is not None else "AUTO"
+    return str(pick_device(pref, warn=state.record_warning))
+
+
+def _precision(settings) -> str:
+    return settings.precision.lower()
+
+
+def _depth_map(body: "scene_io.BodyFrame", faces, cam, size) -> np.ndarray:
+    import torch
+
+    from ..neural.raster import rasterize
+
+    K, R, t = (torch.as_tensor(x, dtype=torch.float32)[None] for x in (cam.K, cam.R, cam.t))
+    ras = rasterize(torch.as_tensor(body.verts)[None], torch.as_tensor(faces, dtype=torch.long), K, R, t, size,
+                    compute_normals=False)
+    d = ras.depth[0].numpy()
+    return np.where(np.isfinite(d), d, 0.0).astype(np.float32)
+
+
+def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None, test_break=None,
+               progress=None, faces_for=None, want_depth=False):
+    """Run every body's avatar; returns per-body layers for :func:`composite_layers`."""
+    import torch
+
+    from ..neural.avatar import FrameInputs
+
+    x0, y0, w, h = cam.border
+    layers = []
+    for i, b in enumerate(bodies):
+        if test_break is not None and test_break():
+            raise CancelledError("Render cancelled.")
+        path = avatars.resolve_path(b.avatar_path, mode, b.model_id, abspath)
+        avatar = _load_with_fallback(path, mode, b.model_id, device)
+        dev = avatar.device
+        K = np.array(cam.K, np.float64)
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        frame = FrameInputs(
+            verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
+            K=torch.as_tensor(K, dtype=torch.float32)[None], R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
+            t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(h, w))
+        try:
+            out = avatar.render(frame, precision=precision)
+        except torch.OutOfMemoryError:
+            state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
+            avatar = avatars.load(path, mode, b.model_id, "cpu")
+            out = avatar.render(frame, precision="fp32")
+        rgb = out["rgb_fg"][0].permute(1, 2, 0).cpu().numpy()
+        mask = out["mask"][0, 0].cpu().numpy()
+        inp = out["input"][0, :3].permute(1, 2, 0).cpu().numpy() if out.get("input") is not None else None
+        if not np.isfinite(rgb).all() or not np.isfinite(mask).all():
+            raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "
+                                    "The bundle may be corrupt or trained with a diverged run.")
+        zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
+        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name}
+        if want_depth and faces_for is not None:
+            from ..neural.camera import crop_krt  # noqa: F401  (K already shifted above)
+
+            cam_crop = scene_io.CameraFrame(K, cam.R, cam.t, w, h, (0, 0, w, h))
+            layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))
+        layers.append(layer)
+        if progress is not None:
+            progress((i + 1) / max(1, len(bodies)))
+    return layers
+
+
+def _load_with_fallback(path, mode, model_id, device):
+    import torch
+
+    try:
+        return avatars.load(path, mode, model_id, device)
+    except torch.OutOfMemoryError:
+        state.record_warning(f"Out of GPU memory loading the avatar on {device}; using the CPU.")
+        return avatars.load(path, mode, model_id, "cpu")
+
+
+def render_frame(engine, depsgraph) -> None:
+    """RenderEngine.render: never raises; errors go to ``error_set`` and ``state``."""
+    import bpy
+
+    scene = depsgraph.scene
+    settings = scene.neural_avatar
+    state.clear_error()
+    t_start = time.perf_counter()
+    timings = {"io": 0.0, "neural": 0.0, "composite": 0.0}
+    try:
+        t0 = time.perf_counter()
+        cam = scene_io.camera_frame(scene, scene.camera)
+        bodies = scene_io.body_frames(depsgraph)
+        bg = scene_io.world_color(scene)
+        timings["io"] += time.perf_counter() - t0
+        if not bodies:
+            raise NeuralAvatarError("No Neural Avatar body to render. Add one with Add Body "
+                                    "(3D Viewport → Sidebar → Neural Avatar).")
+        from ..ui.preferences import get_prefs
+
+        device = resolve_device(settings, get_prefs())
+        engine.update_stats("Neural Avatar", f"{len(bodies)} bodies on {device}")
+        t0 = time.perf_counter()
+        want = wanted_passes(settings)
+        mesh_faces = {}
+
+        def faces_for(b):
+            if b.name not in mesh_faces:
+                mesh_faces[b.name] = _read_faces(bpy.data.objects[b.name])
+            return mesh_faces[b.name]
+
+        layers = run_bodies(bodies, cam, settings.mode, device, _precision(settings),
+                            abspath=bpy.path.abspath, test_break=engine.test_break,
+                            progress=lambda f: engine.update_progress(0.9 * f), faces_for=faces_for,
+                            want_depth="Neural Depth" in want)
+        timings["neural"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        from ..neural.composite import composite_layers
+
+        x0, y0, w, h = cam.border
+        comp = composite_layers(layers, bg, scene.render.film_transparent, (h, w))
+        extra = {}
+        if "Neural Input" in want:
+            extra["Neural Input"] = comp["input"]
+        if "Neural Mask" in want:
+            extra["Neural Mask"] = comp["mask"]
+        if "Neural Depth" in want:
+            z = np.zeros((h, w), np.float32)
+            for layer in sorted(layers, key=lambda d: -d["depth"]):
+                zm = layer.get("zmap")
+                if zm is not None:
+                    z = np.where(zm > 0, zm, z)
+            extra["Neural Depth"] = z
+        timings["composite"] += time.perf_counter() - t0
+        if engine.test_break():
+            raise CancelledError("Render cancelled.")
+        t0 = time.perf_counter()
+        for name in extra:
+            ch, ids, _ = PASSES[name]
+            engine.add_pass(name, ch, ids)
+        # Blender's result origin is bottom-left.
+        scene_io.write_result(engine, x0, cam.height - (y0 + h), comp["rgba"], extra)
+        timings["io"] += time.perf_counter() - t0
+        engine.update_progress(1.0)
+    except CancelledError as e:
+        state.record_error(str(e))
+    except NeuralAvatarError as e:
+        engine.error_set(str(e))
+        state.record_error(str(e))
+        engine.report({"ERROR"}, str(e))
+    except Exception as e:  # noqa: BLE001 - the render must not die silently
+        import traceback
+
+        msg = f"Neural Avatar render failed: {type(e).__name__}: {e}"
+        traceback.print_exc()
+        engine.error_set(msg)
+        state.record_error(msg)
+    timings["total"] = time.perf_counter() - t_start
+    TIMINGS.clear()
+    TIMINGS.update(timings)
+    state.record_frame(scene.frame_current, timings)
+
+
+def _read_faces(arm_obj) -> np.ndarray:
+    mesh_obj = next((c for c in arm_obj.children if c.type == "MESH"), None)
+    me = mesh_obj.data
+    me.calc_loop_triangles()
+    tri = np.empty(len(me.loop_triangles) * 3, dtype=np.int32)
+    me.loop_triangles.foreach_get("vertices", tri)
+    return tri.reshape(-1, 3)
+
+
+def update_render_passes(engine, scene, render_layer) -> None:
+    engine.register_pass(scene, render_layer, "Combined", 4, "RGBA", "COLOR")
+    for name in wanted_passes(scene.neural_avatar):
+        ch, ids, kind = PASSES[name]
+        engine.register_pass(scene, render_layer, name, ch, ids, kind)

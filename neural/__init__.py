@@ -1,0 +1,3 @@
+"""Pure-torch neural rendering: cameras, input renderers, networks, bundles, training.
+
+No bpy here."""

@@ -1,0 +1,465 @@
+"""Per-mode avatar pipelines: input renderer + network, one ``nn.Module`` per mode.
+
+* ``VERTEX_PROJECTION`` — SMPLpix (Prokudin et al. 2021): coloured vertices projected to an
+  RGB-D image (eq. 3-4), UNet G (eq. 5) -> RGB + soft mask.
+* ``NEURAL_TEXTURE`` — ANR (Raj et al. 2021): a learnable neural texture sampled through the
+  rasterised UV image, R1 -> [normals] -> R2 -> RGB + soft mask (eq. 2).
+* ``GAUSSIAN_BONES`` — HumanViewSynthesis (Rochette et al.): one anisotropic Gaussian per
+  bone (eq. 7-10) rendered to a feature image with per-bone appearance vectors (eq. 11-15),
+  style UNet (eq. 16) -> RGB + soft mask.
+
+Parameters are split in two groups that training gives their own optimiser settings:
+everything under ``avatar.identity`` is per-identity data (vertex colours, neural texture,
+appearance vectors, bone widths; :meth:`Avatar.identity_parameters`), everything else is the
+shared network (:meth:`Avatar.network_parameters`). Body-model data needed at render time
+(faces, UVs, parents) are buffers, so a bundle is self-contained.
+
+Every forward is batched and device-agnostic; :meth:`Avatar.render` is the inference helper
+(``torch.inference_mode`` + autocast for ``bf16`` / ``fp16`` where the device supports it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import NeuralAvatarError
+from .anr import AnrRenderer, composite
+from .config import GAUSSIAN_BONES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
+from .style import StyleUNet
+from .unet import SMPLpixUNet
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FrameInputs:
+    """One batch of frames to render.
+
+    ``verts (B,V,3)`` posed vertices and ``joints (B,J,3)`` posed joints, both in the world
+    frame (metres); ``K (B|1,3,3)``, ``R (B|1,3,3)``, ``t (B|1,3)`` OpenCV camera
+    (ARCHITECTURE.md); ``size = (H, W)``; ``background`` optional RGB ``(3,)`` in [0, 1]
+    (default: the avatar config's). ``joints`` may be None for modes that do not use it
+    (VERTEX_PROJECTION, NEURAL_TEXTURE); ``verts`` may be None for GAUSSIAN_BONES.
+    """
+
+    verts: Optional[torch.Tensor]
+    joints: Optional[torch.Tensor]
+    K: torch.Tensor
+    R: torch.Tensor
+    t: torch.Tensor
+    size: tuple
+    background: Optional[torch.Tensor] = None
+
+    @property
+    def batch_size(self) -> int:
+        ref = self.verts if self.verts is not None else self.joints
+        return int(ref.shape[0])
+
+    def to(self, device, dtype=torch.float32) -> "FrameInputs":
+        """Copy with every tensor on ``device`` as ``dtype`` (float tensors only)."""
+        def cv(x):
+            if x is None:
+                return None
+            x = torch.as_tensor(x)
+            return x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)
+        return dataclasses.replace(
+            self, verts=cv(self.verts), joints=cv(self.joints), K=cv(self.K), R=cv(self.R), t=cv(self.t),
+            background=cv(self.background), size=(int(self.size[0]), int(self.size[1])),
+        )
+
+
+def _check_frame(frame: FrameInputs, num_verts: int | None, num_joints: int | None) -> None:
+    """Shape checks with messages a user understands."""
+    if frame.verts is None and frame.joints is None:
+        raise NeuralAvatarError("A frame needs posed vertices or joints.")
+    B = frame.batch_size
+    if num_verts is not None:
+        if frame.verts is None or frame.verts.ndim != 3 or frame.verts.shape[-1] != 3:
+            raise NeuralAvatarError("This avatar needs the posed body vertices as a (B, V, 3) array.")
+        if frame.verts.shape[1] != num_verts:
+            raise NeuralAvatarError(
+                f"This avatar was trained on a body with {num_verts} vertices; the scene's body has "
+                f"{frame.verts.shape[1]}. Use the body model the avatar was trained with."
+            )
+    if num_joints is not None:
+        if frame.joints is None or frame.joints.ndim != 3 or frame.joints.shape[-1] != 3:
+            raise NeuralAvatarError("This avatar needs the posed joints as a (B, J, 3) array.")
+        if frame.joints.shape[1] != num_joints:
+            raise NeuralAvatarError(
+                f"This avatar was trained on a skeleton with {num_joints} joints; the scene's has "
+                f"{frame.joints.shape[1]}."
+            )
+    for name, shape in (("K", (3, 3)), ("R", (3, 3)), ("t", (3,))):
+        x = getattr(frame, name)
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] not in (1, B):
+            raise NeuralAvatarError(f"Camera {name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}.")
+    H, W = frame.size
+    if int(H) < 1 or int(W) < 1:
+        raise NeuralAvatarError(f"Image size must be positive, got {frame.size}.")
+
+
+def autocast_context(device: torch.device, precision: str):
+    """``torch.autocast`` for ``bf16``/``fp16`` where the device type supports that dtype,
+    else a no-op (fp32)."""
+    if precision not in PRECISIONS:
+        raise NeuralAvatarError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = PRECISIONS[precision]
+    dev_type = torch.device(device).type
+    try:
+        if not torch.amp.is_autocast_available(dev_type):
+            return contextlib.nullcontext()
+        if dev_type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=dev_type, dtype=dtype)
+    except (RuntimeError, AttributeError):  # dtype not supported by this backend's autocast
+        return contextlib.nullcontext()
+
+
+class Avatar(nn.Module):
+    """Base class. Subclasses implement :meth:`make_input` (the input renderer, not
+    differentiable w.r.t. geometry) and :meth:`run_network`; ``forward = run_network(make_input)``.
+
+    ``forward(frame)`` returns a dict:
+      ``rgb (B,3,H,W)`` composited over the background; ``mask (B,1,H,W)`` soft mask in [0,1];
+      ``input (B,C,H,W)`` the neural input (for previews); ``depth (B,1,H,W)`` camera-space
+      z in metres of the body's input geometry, ``inf`` where it has none (None for
+      GAUSSIAN_BONES, which has no surface);
+      ``aux_rgb (B,3,H,W)`` (ANR's R1 RGB) or None; plus ``rgb_fg`` (before compositing) and
+      ``mask_logit`` (None when the config has no mask) for the losses.
+    """
+
+    mode: str = ""
+
+    def __init__(self, config: AvatarConfig):
+        super().__init__()
+        config.validate()
+        if config.mode != self.mode:
+            raise NeuralAvatarError(f"{type(self).__name__} renders {self.mode}, the config is for {config.mode}.")
+        self.config = config
+        self.identity = nn.Module()
+        self.register_buffer("default_background", torch.tensor(config.background, dtype=torch.float32),
+                             persistent=False)
+
+    # ---- parameter groups -------------------------------------------------------------
+    def identity_parameters(self) -> list[nn.Parameter]:
+        """Per-identity parameters (everything under ``self.identity``)."""
+        return [p for p in self.identity.parameters() if p.requires_grad]
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Shared network parameters (everything not under ``self.identity``)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("identity.") and p.requires_grad]
+
+    # ---- description for bundles / UI -------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.default_background.device
+
+    @property
+    def input_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_channels(self) -> int:
+        return 3 + int(self.config.output_mask)
+
+    # ---- pipeline ---------------------------------------------------------------------
+    def make_input(self, frame: FrameInputs) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _background(self, frame: FrameInputs) -> torch.Tensor:
+        if frame.background is None:
+            return self.default_background
+        bg = torch.as_tensor(frame.background, dtype=torch.float32, device=self.device)
+        if bg.shape != (3,):
+            raise NeuralAvatarError(f"Background must be an RGB triple, got shape {tuple(bg.shape)}.")
+        return bg
+
+    def _finish(self, y: torch.Tensor, frame: FrameInputs, inputs: dict[str, Any],
+                aux_rgb: torch.Tensor | None = None) -> dict[str, Any]:
+        """Split a network output (sigmoid RGB [+ mask logit]) and composite
+        I' = M * I + (1 - M) * B (ANR sec. 3.3; also used for SMPLpix and HVS)."""
+        rgb_fg = y[:, :3].float()
+        if self.config.output_mask:
+            mask_logit = y[:, 3:4].float()
+            mask = torch.sigmoid(mask_logit)
+            rgb = composite(rgb_fg, mask, self._background(frame))
+        else:
+            mask_logit = None
+            mask = torch.ones_like(rgb_fg[:, :1])
+            rgb = rgb_fg
+        return {"rgb": rgb, "mask": mask, "input": inputs["input"], "depth": inputs.get("depth"),
+                "aux_rgb": aux_rgb, "rgb_fg": rgb_fg, "mask_logit": mask_logit}
+
+    def prepare(self, frame: FrameInputs) -> FrameInputs:
+        return frame.to(self.device)
+
+    def forward(self, frame: FrameInputs) -> dict[str, Any]:
+        frame = self.prepare(frame)
+        return self.run_network(self.make_input(frame), frame)
+
+    def render(self, frame: FrameInputs, precision: str = "fp32") -> dict[str, Any]:
+        """Inference: eval mode, ``torch.inference_mode()``, the network under autocast for
+        ``bf16`` / ``fp16`` where supported (the input renderer stays fp32). Float32 outputs."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                frame = self.prepare(frame)
+                inputs = self.make_input(frame)
+                with autocast_context(self.device, precision):
+                    out = self.run_network(inputs, frame)
+                return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
+        finally:
+            self.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------
+class VertexProjectionAvatar(Avatar):
+    """SMPLpix: P_X = project(X, colours) (eq. 3-4), G(P_X) (eq. 5).
+
+    Per-identity: ``identity.vertex_colors (V,3)`` in [0, 1] (a parameter: training may fit
+    it by gradient through the projection, or set it from data; it is clamped to [0, 1] when
+    used). The depth channel is normalised per frame by the body's bounding sphere seen from
+    the camera: with c the centre of the body's world-space axis-aligned bounding box, s half
+    its diagonal and z_c the camera-space depth of c, ``depth_range = (z_c - s, z_c + s)``,
+    so every body point maps into [0, 1] (background = 1, SMPLpix eq. 4) and the scale does
+    not depend on the camera distance or viewing direction.
+    """
+
+    mode = VERTEX_PROJECTION
+
+    def __init__(self, config: AvatarConfig, vertex_colors: torch.Tensor | None = None):
+        super().__init__(config)
+        V = config.num_verts
+        if V < 1:
+            raise NeuralAvatarError("VERTEX_PROJECTION needs the body's vertex count in the config.")
+        if vertex_colors is None:
+            vertex_colors = torch.full((V, 3), 0.5)
+        vertex_colors = torch.as_tensor(vertex_colors, dtype=torch.float32)
+        if vertex_colors.shape != (V, 3):
+            raise NeuralAvatarError(f"Vertex colours must be ({V}, 3), got {tuple(vertex_colors.shape)}.")
+        self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
+        self.net = SMPLpixUNet(config.unet)
+        if config.unet.out_ch != 3 + int(config.output_mask):
+            raise NeuralAvatarError(
+                f"UNet out_ch {config.unet.out_ch} does not match output_mask={config.output_mask}")
+
+    @property
+    def input_channels(self) -> int:
+        return self.config.unet.in_ch
+
+    @staticmethod
+    def depth_range(verts: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame ``(near (B,), far (B,))`` from the body's bounding sphere (class docstring)."""
+        with torch.no_grad():
+            lo = verts.amin(dim=1)
+            hi = verts.amax(dim=1)
+            c = 0.5 * (lo + hi)  # (B,3)
+            s = (0.5 * (hi - lo).norm(dim=-1)).clamp_min(1e-3)
+            R = R.expand(verts.shape[0], 3, 3)
+            t = t.expand(verts.shape[0], 3)
+            zc = (R[:, 2, :] * c).sum(-1) + t[:, 2]
+            near = (zc - s).clamp_min(1e-4)
+            far = torch.maximum(zc + s, near + 1e-3)
+        return near, far
+
+    def make_input(self, frame: FrameInputs) -> dict[str, Any]:
+        from .project import project_vertices
+
+        _check_frame(frame, self.config.num_verts, None)
+        near, far = self.depth_range(frame.verts, frame.R, frame.t)
+        colors = self.identity.vertex_colors.clamp(0.0, 1.0)
+        img, hit = project_vertices(frame.verts, colors, frame.K, frame.R, frame.t, frame.size,
+                                    depth_range=(near, far), return_mask=True)
+        if img.shape[1] != self.input_channels:
+            raise NeuralAvatarError(f"UNet expects {self.input_channels} input channels, projection gives {img.shape[1]}.")
+        with torch.no_grad():  # metric depth for the Z pass: z = near + d (far - near), inf off the body
+            z = near.view(-1, 1, 1, 1) + img[:, 3:4].float() * (far - near).view(-1, 1, 1, 1)
+            z = torch.where(hit > 0.5, z, torch.full_like(z, float("inf")))
+        return {"input": img, "depth": z}
+
+    def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:
+        return self._finish(self.net(inputs["input"]), frame, inputs)
+
+
+# ---------------------------------------------------------------------------------------
+class NeuralTextureAvatar(Avatar):
+    """ANR: I_uv = rasterise(UV), neural image = T(I_uv), R2(R1(.), I_norm) (eq. 2).
+
+    Per-identity: ``identity.texture`` (a learnable ``LaplacianPyramidTexture``, C x S x S,
+    initialised U[-1, 1] as in ANR). Buffers: ``faces (F,3)``, ``uv (T,2)``, ``uv_faces (F,3)``.
+    The normal image is in view space (camera frame, OpenCV axes), zero off the body.
+    """
+
+    mode = NEURAL_TEXTURE
+
+    def __init__(self, config: AvatarConfig, faces: torch.Tensor, uv: torch.Tensor, uv_faces: torch.Tensor):
+        from .raster import LaplacianPyramidTexture
+
+        super().__init__(config)
+        faces = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces).long()
+        uv_faces = torch.as_tensor(np.asarray(uv_faces) if not torch.is_tensor(uv_faces) else uv_faces).long()
+        uv = torch.as_tensor(np.asarray(uv, dtype=np.float32) if not torch.is_tensor(uv) else uv).float()
+        if faces.ndim != 2 or faces.shape[1] != 3 or uv_faces.shape != faces.shape:
+            raise NeuralAvatarError("NEURAL_TEXTURE needs faces (F,3) and UV faces of the same shape.")
+        if uv.ndim != 2 or uv.shape[1] != 2:
+            raise NeuralAvatarError(f"UV coordinates must be (T,2), got {tuple(uv.shape)}.")
+        if faces.numel() and (int(faces.max()) >= config.num_verts or int(faces.min()) < 0):
+            raise NeuralAvatarError("Face indices do not fit the body's vertex count.")
+        if uv_faces.numel() and (int(uv_faces.max()) >= uv.shape[0] or int(uv_faces.min()) < 0):
+            raise NeuralAvatarError("UV face indices do not fit the UV coordinates.")
+        self.register_buffer("faces", faces)
+        self.register_buffer("uv", uv)
+        self.register_buffer("uv_faces", uv_faces)
+        a = config.anr
+        # ANR: U[-1, 1] initialisation, the same for every identity (fixed seed)
+        self.identity.texture = LaplacianPyramidTexture(a.pyramid_levels, a.texture_channels, a.texture_size,
+                                                        init="uniform", generator=torch.Generator().manual_seed(0))
+        self.net = AnrRenderer(a)
+
+    @property
+    def input_channels(self) -> int:
+        return self.config.anr.texture_channels
+
+    def make_input(self, frame: FrameInputs) -> dict[str, Any]:
+        from .raster import rasterize, sample_texture
+
+        _check_frame(frame, self.config.num_verts, None)
+        use_n = self.config.anr.use_normals
+        raster = rasterize(frame.verts, self.faces, frame.K, frame.R, frame.t, frame.size,
+                           uv=self.uv, uv_faces=self.uv_faces, compute_normals=use_n)
+        neural = sample_texture(self.identity.texture(), raster, background=0.0)
+        # raster.normals are already in the camera frame (OpenCV axes), 0 off the body
+        normals = raster.normals if use_n else None
+        return {"input": neural, "normals": normals, "depth": raster.depth[:, None], "raster_mask": raster.mask}
+
+    def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:
+        out = self.net(inputs["input"], inputs["normals"], self._background(frame))
+        y = torch.cat([out["rgb_fg"], out["mask_logit"]], dim=1) if self.config.output_mask else out["rgb_fg"]
+        return self._finish(y, frame, inputs, aux_rgb=out["aux_rgb"].float())
+
+
+# ---------------------------------------------------------------------------------------
+class GaussianBonesAvatar(Avatar):
+    """HumanViewSynthesis: Gaussian bone primitives (eq. 7-10), feature image (eq. 11-15),
+    style UNet (eq. 16).
+
+    Per-identity: ``identity.appearance (M,A)`` (one vector per bone, eq. 4),
+    ``identity.background_appearance (A,)`` (b, initialised to 0 as in the paper) and
+    ``identity.log_widths (M,)`` (w_ij of eq. 10, learnt when ``learn_widths``).
+    Buffer: ``parents (J,)`` (root = -1).
+    """
+
+    mode = GAUSSIAN_BONES
+
+    def __init__(self, config: AvatarConfig, parents):
+        super().__init__(config)
+        parents = torch.as_tensor(np.asarray(parents, dtype=np.int64) if not torch.is_tensor(parents) else parents).long()
+        J = config.num_joints
+        if parents.shape != (J,):
+            raise NeuralAvatarError(f"The skeleton has {parents.shape[0]} joints, the config {J}.")
+        parents = torch.where((parents < 0) | (parents >= J), torch.full_like(parents, -1), parents)
+        if int((parents < 0).sum()) != 1:
+            raise NeuralAvatarError("The skeleton must have exactly one root joint.")
+        self.register_buffer("parents", parents)
+        s = config.style
+        gen = torch.Generator().manual_seed(0)
+        self.identity.appearance = nn.Parameter(torch.randn(s.num_primitives, s.appearance_dim, generator=gen))
+        self.identity.background_appearance = nn.Parameter(torch.zeros(s.appearance_dim))
+        log_w = torch.full((s.num_primitives,), math.log(s.bone_width))
+        if s.learn_widths:
+            self.identity.log_widths = nn.Parameter(log_w)
+        else:
+            self.identity.register_buffer("log_widths", log_w)
+        self.net = StyleUNet(s, out_mask=config.output_mask)
+
+    @property
+    def input_channels(self) -> int:
+        return self.config.style.appearance_dim
+
+    def make_input(self, frame: FrameInputs) -> dict[str, Any]:
+        from .gaussians import bone_gaussians, render_gaussians
+
+        _check_frame(frame, None, self.config.num_joints)
+        B = frame.batch_size
+        widths = self.identity.log_widths.exp()
+        mu, cov = bone_gaussians(frame.joints, self.parents, widths)
+        M = self.config.style.num_primitives
+        if mu.shape[1] != M:
+            raise NeuralAvatarError(f"The skeleton gives {mu.shape[1]} bone primitives, the avatar has {M}.")
+        app = self.identity.appearance[None].expand(B, -1, -1)
+        feat = render_gaussians(mu, cov, app, frame.K, frame.R, frame.t, frame.size,
+                                self.identity.background_appearance)
+        return {"input": feat, "depth": None}
+
+    def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:
+        y = self.net(inputs["input"], self.identity.appearance[None])
+        return self._finish(y, frame, inputs)
+
+
+AVATAR_CLASSES = {
+    VERTEX_PROJECTION: VertexProjectionAvatar,
+    NEURAL_TEXTURE: NeuralTextureAvatar,
+    GAUSSIAN_BONES: GaussianBonesAvatar,
+}
+
+
+def _attr(body, *names, required=True):
+    for n in names:
+        v = getattr(body, n, None)
+        if v is not None:
+            return v
+    if required:
+        raise NeuralAvatarError(f"The body model has no {names[0]!r}, which this mode needs.")
+    return None
+
+
+def build_avatar(config: AvatarConfig, body) -> Avatar:
+    """A fresh (untrained) avatar of ``config.mode`` for ``body`` — any object with
+    ``faces (F,3)``, ``vt (T,2)``, ``ft (F,3)``, ``parents (J,)``, ``num_verts`` and
+    ``model_id`` (e.g. ``neural_avatar.body.BodyModel``). Empty ``body_model_id`` /
+    ``num_verts`` in the config are filled from the body; set ones must match it."""
+    config.validate()
+    num_verts = int(_attr(body, "num_verts"))
+    parents = np.asarray(_attr(body, "parents"), dtype=np.int64).reshape(-1)
+    model_id = str(getattr(body, "model_id", "") or "")
+    upd = {}
+    if config.num_verts in (0, num_verts):
+        upd["num_verts"] = num_verts
+    else:
+        raise NeuralAvatarError(f"The config is for a body with {config.num_verts} vertices, this body has {num_verts}.")
+    if config.body_model_id and model_id and config.body_model_id != model_id:
+        raise NeuralAvatarError(f"The config is for body model {config.body_model_id!r}, this body is {model_id!r}.")
+    upd["body_model_id"] = config.body_model_id or model_id
+    if config.num_joints != parents.shape[0]:
+        if config.mode == GAUSSIAN_BONES and config.style.num_primitives != parents.shape[0] - 1:
+            upd["style"] = dataclasses.replace(config.style, num_primitives=parents.shape[0] - 1)
+        upd["num_joints"] = int(parents.shape[0])
+    cfg = dataclasses.replace(config, **upd)
+    cfg.validate()
+    if cfg.mode == VERTEX_PROJECTION:
+        return VertexProjectionAvatar(cfg)
+    if cfg.mode == NEURAL_TEXTURE:
+        vt = _attr(body, "vt")
+        ft = _attr(body, "ft")
+        return NeuralTextureAvatar(cfg, _attr(body, "faces"), vt, ft)
+    return GaussianBonesAvatar(cfg, parents)
+
+
+__all__ = [
+    "FrameInputs", "Avatar", "VertexProjectionAvatar", "NeuralTextureAvatar", "GaussianBonesAvatar",
+    "AVATAR_CLASSES", "build_avatar", "autocast_context", "PRECISIONS",
+]

@@ -1,0 +1,239 @@
+"""Model bundles: a trained avatar (network + per-identity data + body-model buffers) as a
+pair of files ``X.safetensors`` (every tensor of the state dict) and ``X.json`` (metadata:
+format version, mode, resolution, body model, channels, the full :class:`AvatarConfig`,
+training information, the SHA-256 of the tensor file). No pickle anywhere: safetensors
+cannot carry code and JSON is parsed as data.
+
+Writing is atomic per file (temporary file in the same folder, fsync, ``os.replace``); the
+JSON is written last and names the tensor file's hash, so a half-written pair is reported
+as inconsistent instead of loading mismatched weights.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import BundleError, NeuralAvatarError
+from .avatar import Avatar, GaussianBonesAvatar, NeuralTextureAvatar, VertexProjectionAvatar
+from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, AvatarConfig
+
+FORMAT = "neural_avatar.bundle"
+FORMAT_VERSION = 1
+_SUFFIXES = (".safetensors", ".json")
+
+
+def bundle_paths(path) -> tuple[Path, Path]:
+    """``(X.safetensors, X.json)`` for ``X``, ``X.safetensors`` or ``X.json``."""
+    p = Path(os.fspath(path))
+    if p.suffix in _SUFFIXES:
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file next to ``target``, fsync, rename over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None) -> tuple[Path, Path]:
+    """Save ``avatar`` as ``X.safetensors`` + ``X.json`` and return both paths.
+
+    ``extra_meta``: JSON-serialisable dict; its ``"training"`` entry (epochs, losses, data
+    set, ...) is stored as the bundle's training info, the rest under ``"extra"``."""
+    from safetensors.torch import save_file
+
+    st_path, js_path = bundle_paths(path)
+    cfg: AvatarConfig = avatar.config
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in avatar.state_dict().items()}
+    extra = dict(extra_meta or {})
+    training = extra.pop("training", {})
+    from .. import __version__ as pkg_version
+
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mode": cfg.mode,
+        "resolution": cfg.resolution,
+        "body_model_id": cfg.body_model_id,
+        "num_verts": cfg.num_verts,
+        "num_joints": cfg.num_joints,
+        "channels": {"input": avatar.input_channels, "output": avatar.output_channels},
+        "config": cfg.to_dict(),
+        "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()},
+        "training": training,
+        "extra": extra,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "neural_avatar_version": pkg_version,
+    }
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"The bundle metadata cannot be written as JSON: {e}") from e
+    _atomic_write(st_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "mode": cfg.mode}))
+    meta["tensors_sha256"] = _sha256(st_path)
+    text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+
+    def write_json(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic_write(js_path, write_json)
+    return st_path, js_path
+
+
+def read_bundle_meta(path) -> dict:
+    """The validated JSON metadata of a bundle (no tensors are read).
+
+    Raises :class:`BundleError` for a missing file, invalid JSON, another format, a newer
+    format version or an invalid config."""
+    st_path, js_path = bundle_paths(path)
+    if not js_path.is_file():
+        raise BundleError(f"Model bundle description {js_path.name} not found in {js_path.parent}.")
+    try:
+        meta = json.loads(js_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"Model bundle description {js_path.name} is not valid JSON ({e}).") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{js_path.name} is not a Neural Avatar model bundle.")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"{js_path.name} has no valid format version.")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{js_path.name} uses bundle format {version}; this add-on reads up to "
+                          f"{FORMAT_VERSION}. Update Neural Avatar.")
+    for key in ("mode", "config"):
+        if key not in meta:
+            raise BundleError(f"{js_path.name} lacks the '{key}' entry.")
+    if meta["mode"] not in MODES:
+        raise BundleError(f"{js_path.name} names an unknown mode {meta['mode']!r}.")
+    try:
+        cfg = AvatarConfig.from_dict(meta["config"])
+    except NeuralAvatarError as e:
+        raise BundleError(f"{js_path.name} has an invalid configuration: {e}") from e
+    except TypeError as e:
+        raise BundleError(f"{js_path.name} has an invalid configuration: {e}") from e
+    if cfg.mode != meta["mode"]:
+        raise BundleError(f"{js_path.name} is inconsistent: mode {meta['mode']} but its config is for {cfg.mode}.")
+    return meta
+
+
+def check_meta(meta: dict, expected_mode: str | None, expected_body, name: str) -> None:
+    """Raise :class:`BundleError` when the bundle's mode or body differs from the scene's."""
+    if expected_mode is not None and meta["mode"] != expected_mode:
+        raise BundleError(f"This bundle was trained for {meta['mode']}, the scene is set to {expected_mode}. "
+                          f"Choose a {expected_mode} bundle or switch the mode.")
+    if expected_body is None:
+        return
+    if isinstance(expected_body, str):
+        exp_id, exp_verts = expected_body, None
+    else:
+        exp_id = str(getattr(expected_body, "model_id", "") or "")
+        exp_verts = getattr(expected_body, "num_verts", None)
+    have_id = meta.get("body_model_id") or ""
+    if exp_id and have_id and exp_id != have_id:
+        raise BundleError(f"The bundle {name} was trained on body model '{have_id}', the scene uses '{exp_id}'.")
+    if exp_verts is not None and meta["mode"] != GAUSSIAN_BONES and int(exp_verts) != int(meta.get("num_verts", -1)):
+        raise BundleError(f"The bundle {name} was trained on a body with {meta.get('num_verts')} vertices, "
+                          f"the scene's body has {int(exp_verts)}.")
+
+
+def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_body=None) -> Avatar:
+    """Load a bundle saved by :func:`save_bundle` onto ``device`` (eval mode).
+
+    ``expected_mode``: the scene's mode; another mode raises :class:`BundleError` ("this
+    bundle was trained for NEURAL_TEXTURE, the scene is set to GAUSSIAN_BONES").
+    ``expected_body``: a body-model id string or an object with ``model_id`` / ``num_verts``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    st_path, js_path = bundle_paths(path)
+    meta = read_bundle_meta(path)
+    name = st_path.with_suffix("").name
+    check_meta(meta, expected_mode, expected_body, name)
+    if not st_path.is_file():
+        raise BundleError(f"Model bundle weights {st_path.name} not found in {st_path.parent}.")
+    want_hash = meta.get("tensors_sha256")
+    if want_hash and _sha256(st_path) != want_hash:
+        raise BundleError(f"The weights {st_path.name} do not belong to {js_path.name} (file changed or "
+                          f"was only partly written). Save the bundle again.")
+    try:
+        tensors = load_file(str(st_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise BundleError(f"Model bundle weights {st_path.name} are corrupt: {e}") from e
+
+    cfg = AvatarConfig.from_dict(meta["config"])
+
+    def need(key):
+        if key not in tensors:
+            raise BundleError(f"Model bundle {name} is missing the tensor '{key}'.")
+        return tensors[key]
+
+    try:
+        if cfg.mode == NEURAL_TEXTURE:
+            avatar = NeuralTextureAvatar(cfg, need("faces"), need("uv"), need("uv_faces"))
+        elif cfg.mode == GAUSSIAN_BONES:
+            avatar = GaussianBonesAvatar(cfg, need("parents"))
+        else:
+            avatar = VertexProjectionAvatar(cfg)
+    except BundleError:
+        raise
+    except NeuralAvatarError as e:
+        raise BundleError(f"Model bundle {name} is inconsistent: {e}") from e
+
+    expected = avatar.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+        raise BundleError(f"Model bundle {name} does not match its configuration ({'; '.join(parts)}).")
+    fixed = {}
+    for k, ref in expected.items():
+        v = tensors[k]
+        if tuple(v.shape) != tuple(ref.shape):
+            raise BundleError(f"Model bundle {name}: tensor '{k}' has shape {tuple(v.shape)}, "
+                              f"the configuration needs {tuple(ref.shape)}.")
+        if v.dtype != ref.dtype:
+            if v.is_floating_point() and ref.is_floating_point():
+                v = v.to(ref.dtype)
+            else:
+                raise BundleError(f"Model bundle {name}: tensor '{k}' has type {v.dtype}, expected {ref.dtype}.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise BundleError(f"Model bundle {name}: tensor '{k}' contains NaN or infinite values.")
+        fixed[k] = v
+    avatar.load_state_dict(fixed, strict=True)
+    return avatar.to(device).eval()
+
+
+__all__ = ["save_bundle", "load_bundle", "read_bundle_meta", "check_meta", "bundle_paths", "FORMAT", "FORMAT_VERSION"]

@@ -1,0 +1,20 @@
+"""Blender operators (``neural_avatar.<verb>``) and the bpy code they drive."""
+import importlib
+
+# Modules with register()/unregister(), in registration order. Modules written by later
+# issues are added here as they land.
+_MODULE_NAMES = ("rig", "body_ops")
+
+
+def _modules():
+    return [importlib.import_module(f".{n}", __name__) for n in _MODULE_NAMES]
+
+
+def register():
+    for m in _modules():
+        m.register()
+
+
+def unregister():
+    for m in reversed(_modules()):
+        m.unregister()

@@ -1,0 +1,130 @@
+"""PropertyGroups: ``Scene.neural_avatar`` (render, capture and training settings) and
+``Object.neural_avatar`` (per body: model, shape sliders, avatar bundle).
+
+Update callbacks forward to :mod:`..operators.rig`, which owns everything that edits
+the body in the scene.
+"""
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+MAX_BETAS = 32  # Blender's limit for an array property; models with more use the first 32.
+
+MODE_ITEMS = [
+    ("VERTEX_PROJECTION", "Vertex Projection (SMPLpix)",
+     "Coloured body vertices projected to an RGB-D image, painted by a UNet (SMPLpix)"),
+    ("NEURAL_TEXTURE", "Neural Texture (ANR)",
+     "Learned neural texture rasterised through the body's UVs, two-stage renderer (ANR)"),
+    ("GAUSSIAN_BONES", "Gaussian Bones (HVS)",
+     "One Gaussian per bone, feature image decoded by a style-modulated UNet (HumanViewSynthesis)"),
+]
+DEVICE_ITEMS = [
+    ("PREFERENCES", "From Preferences", "Use the device chosen in the add-on preferences"),
+    ("AUTO", "Auto", "CUDA, then Apple MPS, then CPU"),
+    ("CUDA", "CUDA", "NVIDIA GPU"),
+    ("MPS", "MPS", "Apple GPU"),
+    ("CPU", "CPU", "Processor"),
+]
+PRECISION_ITEMS = [
+    ("FP32", "Float32", "Full precision"),
+    ("BF16", "BFloat16", "Half precision (bfloat16) inference where the device supports it"),
+    ("FP16", "Float16", "Half precision (float16) inference, GPUs"),
+]
+MODEL_ITEMS = [
+    ("DEFAULT", "Default (open)", "Embedded, freely licensed SMPL-format body (no download)"),
+    ("SMPL", "SMPL", "SMPL from the licensed files in the preferences' body-model folder"),
+    ("SMPLH", "SMPL-H", "SMPL+H from the licensed files in the preferences' body-model folder"),
+    ("SMPLX", "SMPL-X", "SMPL-X from the licensed files in the preferences' body-model folder"),
+]
+GENDER_ITEMS = [
+    ("NEUTRAL", "Neutral", ""),
+    ("FEMALE", "Female", ""),
+    ("MALE", "Male", ""),
+]
+
+
+def _betas_changed(self, context):
+    from ..operators import rig
+
+    obj = self.id_data
+    if isinstance(obj, bpy.types.Object) and obj.type == "ARMATURE" and self.is_body:
+        rig.on_betas_changed(obj)
+
+
+def _avatar_changed(self, context):
+    from ..engine import cache
+
+    cache.release_unused()
+
+
+class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
+    is_body: BoolProperty(name="Is Body", default=False, options={"HIDDEN"},
+                          description="This armature is a Neural Avatar body rig")
+    model_type: EnumProperty(name="Body Model", items=MODEL_ITEMS, default="DEFAULT")
+    gender: EnumProperty(name="Gender", items=GENDER_ITEMS, default="NEUTRAL")
+    model_file: StringProperty(name="Model File", subtype="FILE_PATH",
+                               description="Body-model file this rig was built from (empty: embedded default)")
+    model_id: StringProperty(name="Model Id", description="Identifier of the body model (checked against avatars)")
+    num_betas: IntProperty(name="Shape Components", default=10, min=0, max=MAX_BETAS)
+    betas: FloatVectorProperty(name="Shape", size=MAX_BETAS, default=[0.0] * MAX_BETAS,
+                               soft_min=-3.0, soft_max=3.0, min=-10.0, max=10.0,
+                               update=_betas_changed,
+                               description="Shape coefficients (betas); joints follow live")
+    auto_correctives: BoolProperty(name="Pose Correctives", default=True,
+                                   description="Apply the model's pose-corrective blend shapes while posing")
+    avatar: StringProperty(name="Avatar", subtype="FILE_PATH", update=_avatar_changed,
+                           description="Model bundle (.safetensors) that paints this body; "
+                                       "empty: the shipped default avatar for the render mode")
+
+
+class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
+    mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="VERTEX_PROJECTION")
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="PREFERENCES")
+    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="FP32")
+    pass_input: BoolProperty(name="Neural Input Pass", default=False,
+                             description="Write the network's input image as a render pass")
+    pass_mask: BoolProperty(name="Mask Pass", default=False)
+    pass_depth: BoolProperty(name="Depth Pass", default=False)
+    viewport_scale: FloatProperty(name="Viewport Resolution", default=0.5, min=0.1, max=1.0,
+                                  subtype="FACTOR", description="Largest fraction of the viewport size rendered")
+    # Capture
+    capture_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH", default="//neural_avatar_capture")
+    capture_frames: IntProperty(name="Frames", default=200, min=1)
+    capture_res: IntProperty(name="Resolution", default=256, min=16, max=4096)
+    capture_engine: EnumProperty(name="Ground Truth", items=[
+        ("CYCLES", "Cycles", ""), ("EEVEE", "EEVEE", ""), ("BLENDER_WORKBENCH", "Workbench", "")],
+        default="CYCLES")
+    capture_seed: IntProperty(name="Seed", default=0)
+    # Training
+    train_data: StringProperty(name="Dataset", subtype="DIR_PATH", default="//neural_avatar_capture")
+    train_out: StringProperty(name="Output", subtype="DIR_PATH", default="//neural_avatar_training")
+    train_steps: IntProperty(name="Steps", default=20000, min=1)
+    train_res: IntProperty(name="Resolution", default=256, min=16, max=2048)
+    train_running: BoolProperty(name="Training", default=False, options={"SKIP_SAVE"})
+    train_progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                                  options={"SKIP_SAVE"})
+    train_status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+
+
+CLASSES = (NEURAL_AVATAR_PG_object, NEURAL_AVATAR_PG_scene)
+
+
+def register():
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+    bpy.types.Object.neural_avatar = PointerProperty(type=NEURAL_AVATAR_PG_object)
+    bpy.types.Scene.neural_avatar = PointerProperty(type=NEURAL_AVATAR_PG_scene)
+
+
+def unregister():
+    del bpy.types.Scene.neural_avatar
+    del bpy.types.Object.neural_avatar
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)
