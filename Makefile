@@ -20,13 +20,13 @@ demo: $(STAMP)
 	$(VPY) -m neural_avatar demo --out out/demo
 
 test: $(STAMP)
-	$(VPY) -m pytest -q -rs tests
+	$(VENV)/bin/pytest -q -rs tests
 
 test-pure: $(STAMP)
-	$(VPY) -m pytest -q -m "not bpy" tests
+	$(VENV)/bin/pytest -q -m "not bpy" tests
 
 test-bpy: $(STAMP)
-	$(VPY) -m pytest -q -m bpy tests
+	$(VENV)/bin/pytest -q -m bpy tests
 
 test-viewport: $(STAMP)
 	bash tools/viewport_test.sh

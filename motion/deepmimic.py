@@ -60,6 +60,7 @@ __all__ = [
     "deepmimic_reference",
     "deepmimic_joint_positions",
     "smpl_joint_positions",
+    "reference_skeleton",
     "read_clip",
     "main",
 ]
@@ -432,6 +433,19 @@ def deepmimic_rest_joints() -> tuple[np.ndarray, RestReference]:
     return J, ref
 
 
+def reference_skeleton(reference: RestReference = SMPL_REFERENCE) -> np.ndarray:
+    """SMPL-layout rest joints ``(24, 3)`` fitted to ``reference``: DeepMimic's T-posed
+    skeleton scaled by ``s = reference.hip_height / DM_HIP_HEIGHT``, its hips centred on
+    ``reference.hip_center`` and its pelvis joint moved to ``reference.pelvis``. Posing it
+    with :func:`convert_frames` output (same reference) reproduces :func:`deepmimic_joint_positions`
+    exactly, so it shows what the bundled files do to a body with those landmarks."""
+    rest, _ = deepmimic_rest_joints()
+    s = reference.hip_height / DM_HIP_HEIGHT
+    joints = s * rest - s * rest[0] + np.asarray(reference.hip_center, dtype=np.float64)
+    joints[0] = np.asarray(reference.pelvis, dtype=np.float64)
+    return joints
+
+
 def smpl_joint_positions(pose_aa: np.ndarray, trans: np.ndarray, rest_joints: np.ndarray):
     """SMPL forward kinematics of the joints (Loper et al. 2015, eq. 4, as smplx computes
     it: the root rotates about the rest pelvis, then ``trans`` is added): ``(N, 24, 3)``."""
@@ -456,26 +470,18 @@ def smpl_joint_positions(pose_aa: np.ndarray, trans: np.ndarray, rest_joints: np
 
 def _load_reference_body():
     """``(model, rest_joints (24, 3), RestReference)`` of the project's default body
-    (``body.load_default()`` posed at rest by ``body.kinematics.forward``), or None when
-    that package is not available."""
+    (``body.load_default()`` at rest through ``body.forward``), or None when that body is
+    not available (it is optional at build time)."""
     try:
-        from .. import body  # noqa: F401  (written in parallel; optional at build time)
+        from .. import body
 
         model = body.load_default()
-    except Exception:
+        verts, joints = body.forward(model, None, np.zeros((model.num_joints, 3)), None)
+    except Exception:  # package or data file absent, or not loadable: use the landmarks
         return None
-    try:
-        import numpy as _np
-
-        betas = _np.zeros(getattr(model, "num_betas", 10))
-        out = body.kinematics.forward(model, betas, _np.zeros((1, 24, 3)), _np.zeros((1, 3)))
-        verts = _np.asarray(out.vertices if hasattr(out, "vertices") else out[0])[0]
-        joints = _np.asarray(out.joints if hasattr(out, "joints") else out[1])[0][:24]
-    except Exception:
-        return None
-    hips = joints[[1, 2]].mean(axis=0)
-    ref = RestReference(pelvis=tuple(joints[0]), hip_center=tuple(hips),
-                        sole_y=float(verts[:, 1].min()))
+    joints = np.asarray(joints)[:24]
+    ref = RestReference(pelvis=tuple(joints[0]), hip_center=tuple(joints[[1, 2]].mean(0)),
+                        sole_y=float(np.asarray(verts)[:, 1].min()))
     return model, joints, ref
 
 
@@ -532,16 +538,29 @@ def _default_out() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "motions"
 
 
-def build(source: Path, out: Path, clips=DEFAULT_CLIPS, reference: RestReference | None = None,
+def build(source: Path, out: Path, clips=DEFAULT_CLIPS, fit_default_body: bool = False,
           preview: Path | None = None, log=print) -> list[Path]:
-    """Convert ``clips`` from ``source`` into ``out/<clip>_poses.npz``; returns the paths."""
+    """Convert ``clips`` from ``source`` into ``out/<clip>_poses.npz``; returns the paths.
+
+    The clips are fitted to :data:`SMPL_REFERENCE` (so the result does not depend on which
+    body files exist at build time) unless ``fit_default_body``. Previews pose the default
+    body's mesh when it loads, else the reference skeleton.
+    """
     src = _Source(source)
     check_urdf(src.read("pybullet_data/humanoid/humanoid.urdf"))
-    body_ref = _load_reference_body() if reference is None else None
-    if reference is None:
-        reference = body_ref[2] if body_ref is not None else SMPL_REFERENCE
-    log(f"reference body: {'default body' if body_ref else 'built-in SMPL landmarks'} "
-        f"(hip height {reference.hip_height:.3f} m, scale {reference.hip_height / DM_HIP_HEIGHT:.4f})")
+    body_ref = _load_reference_body() if (fit_default_body or preview is not None) else None
+    if fit_default_body:
+        if body_ref is None:
+            raise MotionFileError("The default body could not be loaded to fit the clips to.")
+        reference = body_ref[2]
+    else:
+        reference = SMPL_REFERENCE
+    log(f"reference: {'default body' if fit_default_body else 'SMPL landmarks'} (hip height "
+        f"{reference.hip_height:.3f} m, scale {reference.hip_height / DM_HIP_HEIGHT:.4f})")
+    if body_ref is not None:
+        r = body_ref[2]
+        log(f"default body: pelvis {np.round(r.pelvis, 3)}, hip centre "
+            f"{np.round(r.hip_center, 3)}, soles at y = {r.sole_y:.3f}")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for clip in clips:
@@ -555,11 +574,14 @@ def build(source: Path, out: Path, clips=DEFAULT_CLIPS, reference: RestReference
         if preview is not None:
             preview.mkdir(parents=True, exist_ok=True)
             if body_ref is not None:
-                render_preview(motion, body_ref[1], preview / f"{clip}.png")
-            else:  # no body model: show the clip on DeepMimic's own (T-posed) skeleton
-                rest, dm_ref = deepmimic_rest_joints()
-                render_preview(convert_clip(frames, dm_ref, name=clip), rest,
-                               preview / f"{clip}.png")
+                from .. import body
+
+                def verts_fn(pose, trans, _m=body_ref[0]):
+                    return body.forward(_m, None, pose[0], trans[0])[0]
+
+                render_preview(motion, body_ref[1], preview / f"{clip}.png", verts_fn=verts_fn)
+            else:  # no body model: DeepMimic's skeleton fitted to the reference landmarks
+                render_preview(motion, reference_skeleton(reference), preview / f"{clip}.png")
     return written
 
 
@@ -577,16 +599,16 @@ def main(argv=None) -> int:
                     "package's data/motions)")
     ap.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS),
                     help=f"clip names (default: {' '.join(DEFAULT_CLIPS)})")
-    ap.add_argument("--builtin-reference", action="store_true",
-                    help="fit to the built-in SMPL landmarks even if the default body loads")
+    ap.add_argument("--fit-default-body", action="store_true",
+                    help="fit root height and translation to the default body instead of "
+                    "the built-in SMPL landmarks")
     ap.add_argument("--preview", type=Path, default=None,
                     help="also write side/front PNG previews of each clip into this folder")
     args = ap.parse_args(argv)
     try:
         source = args.source if args.source is not None else default_source()
         build(source, args.out or _default_out(), args.clips,
-              reference=SMPL_REFERENCE if args.builtin_reference else None,
-              preview=args.preview)
+              fit_default_body=args.fit_default_body, preview=args.preview)
     except MotionFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -310,8 +310,9 @@ class NeuralTextureAvatar(Avatar):
         from .raster import LaplacianPyramidTexture
 
         super().__init__(config)
-        faces = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces).long()
-        uv_faces = torch.as_tensor(np.asarray(uv_faces) if not torch.is_tensor(uv_faces) else uv_faces).long()
+        faces = torch.as_tensor(np.asarray(faces, dtype=np.int64) if not torch.is_tensor(faces) else faces).long()
+        uv_faces = torch.as_tensor(np.asarray(uv_faces, dtype=np.int64) if not torch.is_tensor(uv_faces)
+                                   else uv_faces).long()
         uv = torch.as_tensor(np.asarray(uv, dtype=np.float32) if not torch.is_tensor(uv) else uv).float()
         if faces.ndim != 2 or faces.shape[1] != 3 or uv_faces.shape != faces.shape:
             raise NeuralAvatarError("NEURAL_TEXTURE needs faces (F,3) and UV faces of the same shape.")

@@ -11,6 +11,8 @@ ANR keyframe selection and a synthetic dataset writer for tests.
   vertices when the body has no UVs.
 * :func:`write_synthetic_dataset` - a tiny procedural subject rendered with the project's
   z-buffer rasterizer (per-vertex colours interpolated, Lambert shading), no Blender needed.
+* :func:`capsule_body` - a ~900-vertex SMPL-layout body (one capsule per bone, UV atlas)
+  as a real :class:`body.BodyModel`, so tests run in seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "keyframes_by_coverage",
     "write_synthetic_dataset",
     "read_dataset_meta",
+    "capsule_body",
 ]
 
 FORMAT = "neural_avatar.capture/1"
@@ -207,6 +210,14 @@ def _model_joint_count(body) -> int:
 # ------------------------------------------------------------------------ dataset
 
 
+def _resolve_forward(forward_fn):
+    if forward_fn is not None:
+        return forward_fn
+    from ..body import kinematics
+
+    return kinematics.forward
+
+
 class CaptureDataset(torch.utils.data.Dataset):
     """A capture folder's split as a torch ``Dataset``.
 
@@ -222,13 +233,17 @@ class CaptureDataset(torch.utils.data.Dataset):
         augment: ANR augmentation: rescale by ``f ~ U[scale_range]`` then random crop/pad back
             to the output size, K adjusted (``scale_krt`` then ``crop_krt``).
         cache: keep decoded images and posed bodies in memory.
+        seed: seed of the augmentation generators.
+        forward_fn: ``forward(model, betas, poses, transl) -> (verts, joints)`` in the model
+            frame; default ``neural_avatar.body.kinematics.forward``.
     """
 
     def __init__(self, root: str, split: str = "train", body_model=None,
                  res: Union[int, Tuple[int, int], None] = None, device: Union[str, torch.device] = "cpu",
                  augment: bool = False, scale_range: Tuple[float, float] = (0.5, 1.25),
-                 cache: bool = True, seed: int = 0):
+                 cache: bool = True, seed: int = 0, forward_fn=None):
         self.root = str(root)
+        self._forward_fn = forward_fn
         meta = read_dataset_meta(self.root)
         self.meta = meta
         n = meta["num_frames"]
@@ -277,11 +292,17 @@ class CaptureDataset(torch.utils.data.Dataset):
             vc = np.load(vc_path, allow_pickle=False)
         except Exception as e:
             raise DatasetError(f"vertex_colors.npy cannot be read: {e}") from e
-        if vc.shape != (V, 3):
-            raise DatasetError(f"vertex_colors.npy has shape {vc.shape}; the body model has {V} vertices.")
+        if vc.ndim == 2:
+            vc = vc[None]
+        if vc.ndim != 3 or vc.shape[1:] != (V, 3):
+            raise DatasetError(f"vertex_colors.npy has shape {vc.shape}; expected ({V}, 3) for this body model "
+                               f"(or (identities, {V}, 3)).")
         if not np.all(np.isfinite(vc)):
             raise DatasetError("vertex_colors.npy contains NaN or infinite values.")
-        self.vertex_colors = torch.from_numpy(np.clip(vc, 0, 1).astype(np.float32))
+        #: (identities, V, 3) float32 albedo per identity (SMPLpix input colours)
+        self.vertex_colors_all = torch.from_numpy(np.clip(vc, 0, 1).astype(np.float32))
+        #: (V, 3) colours of the first identity
+        self.vertex_colors = self.vertex_colors_all[0]
 
         # Image/mask files: counts must match, and every frame must have both.
         for sub in ("images", "masks"):
@@ -303,6 +324,9 @@ class CaptureDataset(torch.utils.data.Dataset):
         if ident.min() < 0 or ident.max() >= len(self.identities):
             raise DatasetError(f"body.npz identity_index refers to identities outside {self.identities}.")
         self.identity_index = ident.astype(np.int64)
+        if self.vertex_colors_all.shape[0] not in (1, len(self.identities)):
+            raise DatasetError(f"vertex_colors.npy holds {self.vertex_colors_all.shape[0]} colour sets for "
+                               f"{len(self.identities)} identities.")
 
         # Output size and camera scale.
         H0, W0 = self.capture_size
@@ -319,6 +343,7 @@ class CaptureDataset(torch.utils.data.Dataset):
         self.cache = cache
         self._img_cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
         self._body_cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
 
     # -------------------------------------------------------------- basics
@@ -342,10 +367,8 @@ class CaptureDataset(torch.utils.data.Dataset):
         ``forward(model, betas[i], poses[i], transl[i])`` then ``object_matrix[i]``."""
         if i in self._body_cache:
             return self._body_cache[i]
-        from ..body import kinematics
-
         p = self.params
-        v, j = kinematics.forward(self.body, p["betas"][i], p["poses"][i][None], p["transl"][i][None])
+        v, j = _resolve_forward(self._forward_fn)(self.body, p["betas"][i], p["poses"][i][None], p["transl"][i][None])
         M = p["object_matrix"][i]
         v = np.asarray(v)[0] @ M[:3, :3].T + M[:3, 3]
         j = np.asarray(j)[0] @ M[:3, :3].T + M[:3, 3]
@@ -383,14 +406,14 @@ class CaptureDataset(torch.utils.data.Dataset):
             self._img_cache[i] = out
         return out
 
-    def _augment(self, rgb: np.ndarray, m: np.ndarray, K: np.ndarray):
+    def _augment(self, rgb: np.ndarray, m: np.ndarray, K: np.ndarray, rng: np.random.Generator):
         """ANR sec. 4.1: rescale by f ~ U[a,b], random crop (f>1) or pad with the background
         (f<1) back to the output size; returns the new rgb, mask and K."""
         from .camera import crop_krt, scale_krt
 
         cv2 = _cv2()
         H, W = self.size
-        f = float(self.rng.uniform(*self.scale_range))
+        f = float(rng.uniform(*self.scale_range))
         h2, w2 = max(1, round(H * f)), max(1, round(W * f))
         sx, sy = w2 / W, h2 / H
         interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
@@ -398,8 +421,8 @@ class CaptureDataset(torch.utils.data.Dataset):
         m2 = cv2.resize(m, (w2, h2), interpolation=interp)
         K2 = scale_krt(K, (sx, sy))
         # offset of the output window's top-left corner in the rescaled image
-        x0 = int(self.rng.integers(min(0, w2 - W), max(0, w2 - W) + 1))
-        y0 = int(self.rng.integers(min(0, h2 - H), max(0, h2 - H) + 1))
+        x0 = int(rng.integers(min(0, w2 - W), max(0, w2 - W) + 1))
+        y0 = int(rng.integers(min(0, h2 - H), max(0, h2 - H) + 1))
         out_rgb = np.empty((H, W, 3), np.float32)
         out_rgb[:] = np.asarray(self.background, np.float32)
         out_m = np.zeros((H, W), np.float32)
@@ -409,12 +432,17 @@ class CaptureDataset(torch.utils.data.Dataset):
         out_m[ys - y0:ye - y0, xs - x0:xe - x0] = m2[ys:ye, xs:xe]
         return out_rgb, out_m, crop_krt(K2, x0, y0)
 
-    def __getitem__(self, k: int) -> dict:
+    def get(self, k: int, step: Optional[int] = None) -> dict:
+        """Sample at split position ``k``. With augmentation the random rescale/crop is drawn
+        from a generator keyed by ``(seed, step, k)`` (``step=None``: the dataset's own
+        generator), so training is reproducible, resumable and independent of the number of
+        processes."""
         i = self.indices[k]
         rgb, m = self.load_image(i)
         K, R, t = self.camera(i)
         if self.augment:
-            rgb, m, K = self._augment(rgb, m, K)
+            rng = self.rng if step is None else np.random.default_rng([self.seed, int(step), int(k)])
+            rgb, m, K = self._augment(rgb, m, K, rng)
         v, j = self.posed_body(i)
         return {
             "index": i,
@@ -428,24 +456,27 @@ class CaptureDataset(torch.utils.data.Dataset):
             "joints": torch.from_numpy(j),
         }
 
+    def __getitem__(self, k: int) -> dict:
+        return self.get(k)
+
     def collate(self, samples: List[dict]):
         """Stack samples into ``(FrameInputs, FrameTargets)`` on :attr:`device`."""
         from .avatar import FrameInputs
 
         dev = self.device
         st = lambda key: torch.stack([s[key] for s in samples]).to(dev)  # noqa: E731
-        B = len(samples)
-        bg = torch.tensor(self.background, dtype=torch.float32, device=dev).view(1, 3, 1, 1).expand(B, 3, *self.size)
+        bg = torch.tensor(self.background, dtype=torch.float32, device=dev)
         frame = FrameInputs(verts=st("verts"), joints=st("joints"), K=st("K"), R=st("R"), t=st("t"),
-                            size=self.size, background=bg.contiguous())
+                            size=self.size, background=bg)
         tgt = FrameTargets(rgb=st("rgb"), mask=st("mask"),
                            index=torch.tensor([s["index"] for s in samples], device=dev),
                            identity=torch.tensor([s["identity"] for s in samples], device=dev))
         return frame, tgt
 
-    def batch(self, positions: Sequence[int]):
-        """``(FrameInputs, FrameTargets)`` of the split positions ``positions``."""
-        return self.collate([self[int(p)] for p in positions])
+    def batch(self, positions: Sequence[int], step: Optional[int] = None):
+        """``(FrameInputs, FrameTargets)`` of the split positions ``positions`` (``step`` keys
+        the augmentation, see :meth:`get`)."""
+        return self.collate([self.get(int(p), step) for p in positions])
 
 
 # ------------------------------------------------------------------------ keyframes
@@ -531,7 +562,7 @@ def _procedural_colors(rest: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0, body_model=None,
                             background: Sequence[float] = (1.0, 1.0, 1.0),
-                            identities: int = 1) -> str:
+                            identities: int = 1, forward_fn=None) -> str:
     """Write a tiny capture in the ``neural_avatar.capture/1`` format (for tests and demos).
 
     The subject is the body model with procedural per-vertex albedo, posed with small random
@@ -542,14 +573,18 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     (motion 2, ``cam_test``): no frame, motion or camera is shared between splits.
     ``identities > 1`` writes several subjects (different albedo) with ``identity_index``.
     """
-    from ..body import kinematics, load_default
     from .camera import look_at_krt
-    from .raster import rasterize, vertex_normals
+    from .raster import rasterize
 
     if n < 3:
         raise DatasetError("A synthetic dataset needs at least 3 frames (train, val, test).")
     cv2 = _cv2()
-    body = body_model if body_model is not None else load_default()
+    if body_model is None:
+        from ..body import load_default
+
+        body_model = load_default()
+    body = body_model
+    forward = _resolve_forward(forward_fn)
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     os.makedirs(os.path.join(root, "masks"), exist_ok=True)
@@ -574,7 +609,7 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     cam_frames = []
     cam_ids = []
     for i in range(n):
-        v, _ = kinematics.forward(body, betas[i], poses[i][None], transl[i][None])
+        v, _ = forward(body, betas[i], poses[i][None], transl[i][None])
         v = np.asarray(v)[0] @ M[:3, :3].T + M[:3, 3]
         centre = 0.5 * (v.min(0) + v.max(0))
         height = float(np.ptp(v[:, 2]))
@@ -603,7 +638,7 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     np.savez(os.path.join(root, "body.npz"), poses=poses, betas=betas, transl=transl,
              object_matrix=np.repeat(M[None], n, 0), motion_index=motion, frame_in_motion=fim,
              **({"identity_index": ident} if identities > 1 else {}))
-    np.save(os.path.join(root, "vertex_colors.npy"), colors[0])
+    np.save(os.path.join(root, "vertex_colors.npy"), colors[0] if identities == 1 else np.stack(colors))
     meta = {
         "format": FORMAT, "body_model": getattr(body, "model_id", "unknown"),
         "model_type": "default", "gender": "neutral", "num_joints": J,
@@ -620,3 +655,71 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     with open(os.path.join(root, "cameras.json"), "w", encoding="utf-8") as f:
         json.dump({"frames": cam_frames}, f, indent=1)
     return root
+
+
+# SMPL-like T-pose joint positions (model frame, Y-up, metres) for :func:`capsule_body`.
+_CAPSULE_JOINTS = np.array([
+    [0, 0.9, 0], [0.09, 0.82, 0], [-0.09, 0.82, 0], [0, 1.0, 0], [0.1, 0.45, 0], [-0.1, 0.45, 0],
+    [0, 1.13, 0], [0.1, 0.08, 0], [-0.1, 0.08, 0], [0, 1.2, 0], [0.1, 0.02, 0.1], [-0.1, 0.02, 0.1],
+    [0, 1.42, 0], [0.08, 1.35, 0], [-0.08, 1.35, 0], [0, 1.52, 0], [0.18, 1.38, 0], [-0.18, 1.38, 0],
+    [0.45, 1.38, 0], [-0.45, 1.38, 0], [0.7, 1.38, 0], [-0.7, 1.38, 0], [0.78, 1.38, 0], [-0.78, 1.38, 0]])
+
+
+def capsule_body(segments: int = 8, rings: int = 4, num_betas: int = 4):
+    """A small SMPL-layout (24 joints) :class:`~neural_avatar.body.BodyModel`: one open
+    cylinder per bone (``segments`` around, ``rings`` along), rigidly skinned to the bone's
+    parent joint, a UV atlas with one cell per bone, random small shape directions, zero pose
+    correctives. ``J_regressor`` averages the ring of vertices centred on each joint, so
+    it regresses the joints exactly. ``model_id = "capsules-test-v1"``."""
+    from ..body import SMPL_PARENTS, validate
+
+    parents = np.asarray(SMPL_PARENTS, np.int64)
+    J = len(parents)
+    verts, faces, weights, vt, ft = [], [], [], [], []
+    ring_of_joint: Dict[int, List[int]] = {}
+    cols = 5
+    for b in range(1, J):
+        p = parents[b]
+        a, c = _CAPSULE_JOINTS[p], _CAPSULE_JOINTS[b]
+        d = c - a
+        length = float(np.linalg.norm(d))
+        d = d / length
+        u = np.cross(d, [0.0, 0.0, 1.0])
+        u = u / np.linalg.norm(u) if np.linalg.norm(u) > 1e-6 else np.array([1.0, 0.0, 0.0])
+        w = np.cross(d, u)
+        r = 0.12 if b in (3, 6, 9) else 0.05
+        base, tbase = len(verts), len(vt)
+        cu, cv = (b - 1) % cols, (b - 1) // cols
+        for i in range(rings + 1):
+            ring = []
+            for j in range(segments + 1):
+                ang = 2 * np.pi * j / segments
+                if j < segments:
+                    ring.append(len(verts))
+                    verts.append(a + d * length * i / rings + r * (np.cos(ang) * u + np.sin(ang) * w))
+                    weights.append(p)
+                vt.append([(cu + 0.05 + 0.9 * j / segments) / cols, (cv + 0.05 + 0.9 * i / rings) / cols])
+            if i == 0:
+                ring_of_joint.setdefault(int(p), ring)
+            if i == rings:
+                ring_of_joint.setdefault(int(b), ring)
+        for i in range(rings):
+            for j in range(segments):
+                v00 = base + i * segments + j
+                v01 = base + i * segments + (j + 1) % segments
+                t00 = tbase + i * (segments + 1) + j
+                t10 = t00 + segments + 1
+                faces += [[v00, v01, v01 + segments], [v00, v01 + segments, v00 + segments]]
+                ft += [[t00, t00 + 1, t10 + 1], [t00, t10 + 1, t10]]
+    V = len(verts)
+    W = np.zeros((V, J))
+    W[np.arange(V), weights] = 1.0
+    Jreg = np.zeros((J, V))
+    for j in range(J):
+        Jreg[j, ring_of_joint[j]] = 1.0 / len(ring_of_joint[j])
+    kintree = np.stack([np.where(parents < 0, 4294967295, parents), np.arange(J)]).astype(np.int64)
+    data = {"v_template": np.asarray(verts), "shapedirs": np.random.default_rng(0).normal(0, 0.01, (V, 3, num_betas)),
+            "posedirs": np.zeros((V, 3, 9 * (J - 1))), "J_regressor": Jreg, "weights": W,
+            "kintree_table": kintree, "f": np.asarray(faces, np.int64), "vt": np.asarray(vt),
+            "ft": np.asarray(ft, np.int64)}
+    return validate(data, model_type="smpl", model_id="capsules-test-v1", source="capsule body")

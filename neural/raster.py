@@ -37,6 +37,8 @@ __all__ = [
 
 #: UV value written to background pixels.
 UV_BACKGROUND = -1.0
+#: Barycentric tolerance of the inside test, so that shared edges leave no cracks.
+_INSIDE_TOL = 1e-6
 
 
 @dataclass
@@ -91,24 +93,48 @@ def _edge(ax, ay, bx, by, px, py):
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
-def _bary_depth(sx, sy, zz, px, py):
-    """Screen-space then perspective-correct barycentrics at pixel centres.
+def _bary_coefs(sx, sy, zz):
+    """Per-face affine coefficients of the screen-space barycentrics, relative to vertex 0.
 
-    ``sx, sy, zz``: ``(..., 3)`` screen positions and camera depths of the face vertices;
-    ``px, py``: ``(...)`` sample points. Screen-space weights ``l_i`` (edge functions over the
-    area) are corrected with ``b_i = (l_i / z_i) / sum_j (l_j / z_j)``, the depth is
-    ``z = 1 / sum_j (l_j / z_j)`` (1/z is affine in screen space).
-    Returns ``l (...,3)``, ``b (...,3)``, ``z (...)``.
+    With ``dx = px - x0``, ``dy = py - y0`` the edge functions over the doubled area give
+    ``l1 = a1 dx + b1 dy``, ``l2 = a2 dx + b2 dy``, ``l0 = 1 - l1 - l2`` (computing relative to a
+    vertex avoids the cancellation of the absolute-coordinate form in float32), and
+    ``1/z = 1/z0 + l1 (1/z1 - 1/z0) + l2 (1/z2 - 1/z0)`` (1/z is affine in screen space).
+    Returns ``(..., 9)``: ``x0, y0, a1, b1, a2, b2, 1/z0, 1/z1 - 1/z0, 1/z2 - 1/z0``.
     """
     x0, x1, x2 = sx.unbind(-1)
     y0, y1, y2 = sy.unbind(-1)
-    area = _edge(x0, y0, x1, y1, x2, y2)
-    w0 = _edge(x1, y1, x2, y2, px, py)
-    w1 = _edge(x2, y2, x0, y0, px, py)
-    w2 = _edge(x0, y0, x1, y1, px, py)
-    lam = torch.stack([w0, w1, w2], dim=-1) / area.unsqueeze(-1)
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    inv = 1.0 / area
+    iz = 1.0 / zz
+    return torch.stack(
+        [x0, y0, (y2 - y0) * inv, -(x2 - x0) * inv, -(y1 - y0) * inv, (x1 - x0) * inv,
+         iz[..., 0], iz[..., 1] - iz[..., 0], iz[..., 2] - iz[..., 0]],
+        dim=-1,
+    )
+
+
+def _eval_coefs(c, px, py):
+    """Screen barycentrics ``l (...,3)`` and ``1/z (...)`` at ``(px, py)`` from :func:`_bary_coefs`."""
+    dx = px - c[..., 0]
+    dy = py - c[..., 1]
+    l1 = c[..., 2] * dx + c[..., 3] * dy
+    l2 = c[..., 4] * dx + c[..., 5] * dy
+    l0 = 1.0 - l1 - l2
+    zinv = c[..., 6] + l1 * c[..., 7] + l2 * c[..., 8]
+    return torch.stack([l0, l1, l2], dim=-1), zinv
+
+
+def _bary_depth(sx, sy, zz, px, py):
+    """Screen-space then perspective-correct barycentrics at sample points.
+
+    ``sx, sy, zz``: ``(..., 3)`` screen positions and camera depths of the face vertices;
+    ``px, py``: ``(...)`` sample points. Screen-space weights ``l_i`` (edge functions over the
+    area) are corrected with ``b_i = (l_i / z_i) / sum_j (l_j / z_j)``, and the depth is
+    ``z = 1 / sum_j (l_j / z_j)``. Returns ``l (...,3)``, ``b (...,3)``, ``z (...)``.
+    """
+    lam, zinv = _eval_coefs(_bary_coefs(sx, sy, zz), px, py)
     q = lam / zz
-    zinv = q.sum(-1)
     return lam, q / zinv.unsqueeze(-1), 1.0 / zinv
 
 
@@ -122,6 +148,7 @@ def rasterize(
     uv: Optional[torch.Tensor] = None,
     uv_faces: Optional[torch.Tensor] = None,
     compute_normals: bool = True,
+    cull_backfaces: bool = False,
     near: float = 1e-3,
     chunk_pixels: int = 1 << 21,
 ) -> Raster:
@@ -144,6 +171,8 @@ def rasterize(
             per vertex (``T == V``).
         compute_normals: fill :attr:`Raster.normals` with interpolated smooth vertex normals
             rotated into the camera frame (``R`` must be a rotation).
+        cull_backfaces: skip faces whose right-hand-rule normal points away from the camera
+            (same image for closed, consistently oriented meshes such as SMPL; half the work).
         near: faces with a vertex closer than ``near`` to the camera plane are skipped (no
             clipping).
         chunk_pixels: memory bound on enumerated (face, pixel) candidates per pass.
@@ -182,6 +211,10 @@ def rasterize(
         fy = sy_v.detach()[:, faces]
         area = _edge(fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1], fx[..., 2], fy[..., 2])
         ok = (fz > near).all(-1) & torch.isfinite(area) & (area.abs() > 1e-12)
+        if cull_backfaces:
+            xcd = xc.detach()
+            fn = face_normals(xcd, faces)
+            ok &= (fn * xcd[:, faces[:, 0]]).sum(-1) < 0
         j0 = torch.ceil(fx.amin(-1) - 0.5).clamp(0, W)
         j1 = torch.floor(fx.amax(-1) - 0.5).clamp(-1, W - 1)
         i0 = torch.ceil(fy.amin(-1) - 0.5).clamp(0, H)
@@ -206,7 +239,9 @@ def rasterize(
                 cuts = torch.searchsorted(csum, targets, right=True)
                 bounds += sorted(set(int(c) for c in cuts.tolist()) - {0})
             bounds.append(len(counts))
-            sxf, syf, szf = fx[bsel, fsel], fy[bsel, fsel], fz[bsel, fsel]
+            coefs = _bary_coefs(fx[bsel, fsel], fy[bsel, fsel], fz[bsel, fsel])  # (F',9)
+            ints = torch.stack([j0, i0, bw, bsel * H], dim=1)  # (F',4)
+            fsel = fsel.long()
             for a, b in zip(bounds[:-1], bounds[1:]):
                 if b <= a:
                     continue
@@ -214,22 +249,27 @@ def rasterize(
                 n = int(cnt.sum())
                 if n == 0:
                     continue
-                local_face = torch.repeat_interleave(torch.arange(a, b, device=dev), cnt)
+                lf = torch.repeat_interleave(torch.arange(a, b, device=dev), cnt)
                 start = torch.cumsum(cnt, 0) - cnt
-                local = torch.arange(n, device=dev) - start.repeat_interleave(cnt)
-                w_ = bw[local_face]
-                px = j0[local_face] + local % w_
-                py = i0[local_face] + torch.div(local, w_, rounding_mode="floor")
-                lam, _, zpix = _bary_depth(
-                    sxf[local_face], syf[local_face], szf[local_face],
-                    px.to(dtype) + 0.5, py.to(dtype) + 0.5,
-                )
-                inside = (lam >= -1e-6).all(-1) & (zpix > 0) & torch.isfinite(zpix)
-                if not bool(inside.any()):
+                local = torch.arange(n, device=dev) - start.index_select(0, lf - a)
+                it = ints.index_select(0, lf)
+                w_ = it[:, 2]
+                row = torch.div(local, w_, rounding_mode="floor")
+                px = it[:, 0] + (local - row * w_)
+                py = it[:, 1] + row
+                c = coefs.index_select(0, lf)
+                dx = (px.to(dtype) + 0.5) - c[:, 0]
+                dy = (py.to(dtype) + 0.5) - c[:, 1]
+                l1 = c[:, 2] * dx + c[:, 3] * dy
+                l2 = c[:, 4] * dx + c[:, 5] * dy
+                zinv = c[:, 6] + l1 * c[:, 7] + l2 * c[:, 8]
+                inside = (l1 >= -_INSIDE_TOL) & (l2 >= -_INSIDE_TOL) & (l1 + l2 <= 1.0 + _INSIDE_TOL) & (zinv > 0)
+                sel = torch.nonzero(inside, as_tuple=True)[0]
+                if sel.numel() == 0:
                     continue
-                lf = local_face[inside]
-                keys = depth_keys(zpix[inside], fsel[lf])
-                pix = (bsel[lf] * H + py[inside]) * W + px[inside]
+                lfs = lf.index_select(0, sel)
+                keys = depth_keys(1.0 / zinv.index_select(0, sel), fsel.index_select(0, lfs))
+                pix = (it[:, 3].index_select(0, sel) + py.index_select(0, sel)) * W + px.index_select(0, sel)
                 buf.scatter_reduce_(0, pix, keys, reduce="amin", include_self=True)
 
     hit = buf != KEY_EMPTY
@@ -240,11 +280,12 @@ def rasterize(
     hi = torch.div(rem, W, rounding_mode="floor")
     hj = rem - hi * W
     hf = face_id[hit_idx]
-    fv = faces[hf]  # (P,3)
+    fv = faces.index_select(0, hf)  # (P,3)
+    gidx = (hb[:, None] * V + fv).reshape(-1)
     # Winning faces re-evaluated with autograd enabled (interpolation gradients only).
+    corner = torch.stack([sx_v, sy_v, zv], -1).reshape(B * V, 3).index_select(0, gidx).reshape(-1, 3, 3)
     _, bary_h, z_h = _bary_depth(
-        sx_v[hb[:, None], fv], sy_v[hb[:, None], fv], zv[hb[:, None], fv],
-        hj.to(dtype) + 0.5, hi.to(dtype) + 0.5,
+        corner[..., 0], corner[..., 1], corner[..., 2], hj.to(dtype) + 0.5, hi.to(dtype) + 0.5
     )
     bary_h = bary_h.clamp_min(0)
     bary_h = bary_h / bary_h.sum(-1, keepdim=True)
@@ -266,13 +307,13 @@ def rasterize(
             raise NeuralAvatarError("uv_faces must have the same shape as faces.")
         if uv.dim() != 2 or uv.shape[1] != 2:
             raise NeuralAvatarError(f"UVs must have shape (T,2), got {tuple(uv.shape)}.")
-        uvh = (bary_h.unsqueeze(-1) * uv[uv_faces[hf]]).sum(1)
+        uvh = (bary_h.unsqueeze(-1) * uv.index_select(0, uv_faces.index_select(0, hf).reshape(-1)).reshape(-1, 3, 2)).sum(1)
         out_uv = torch.full((N, 2), UV_BACKGROUND, dtype=dtype, device=dev).index_put((hit_idx,), uvh)
         out_uv = out_uv.reshape(B, H, W, 2)
     normals = None
     if compute_normals:
         vn = vertex_normals(X, faces) @ Rb.transpose(1, 2)  # camera frame
-        nh = (bary_h.unsqueeze(-1) * vn[hb[:, None], fv]).sum(1)
+        nh = (bary_h.unsqueeze(-1) * vn.reshape(B * V, 3).index_select(0, gidx).reshape(-1, 3, 3)).sum(1)
         nh = nh / nh.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         normals = torch.zeros(N, 3, dtype=dtype, device=dev).index_put((hit_idx,), nh)
         normals = normals.reshape(B, H, W, 3).permute(0, 3, 1, 2)

@@ -1,0 +1,158 @@
+"""``neural_avatar.import_motion``: AMASS / SMPL motion onto the selected body.
+
+Exact by construction: every bone's local frame is the model frame (see :mod:`.rig`), so a
+file's axis-angle vector goes on the bone as ``Quaternion(v/|v|, |v|)``; the armature object
+gets the identity transform (model frame = AMASS world = Blender world) and the pelvis bone's
+location is ``trans`` — so the pelvis lands at ``trans + R_root·J_pelvis(β)`` exactly as smplx
+computes with ``global_orient = root_orient, transl = trans``. Resampling is by time
+(:func:`..motion.resample`), quaternions are kept sign-continuous, keys are written in bulk.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
+
+from .. import motion as motion_lib
+from ..errors import MotionFileError, NeuralAvatarError
+from . import keyframes, rig
+
+STATS = {"last_import_s": 0.0, "last_frames": 0}
+
+
+def import_motions(context, arm_obj, paths: list[str], target_fps: float = 0.0, set_scene_fps: bool = True,
+                   apply_betas: bool = False) -> list:
+    """Load every file first (all or nothing), then key one action per file. Returns the actions."""
+    if arm_obj is None or arm_obj.type != "ARMATURE" or not arm_obj.neural_avatar.is_body:
+        raise NeuralAvatarError("Select a Neural Avatar body (its armature or mesh) to import motion onto.")
+    if not paths:
+        raise MotionFileError("No motion file given.")
+    if target_fps < 0 or not np.isfinite(target_fps):
+        raise MotionFileError(f"Target frame rate must be positive (or 0 for the file's own rate), got {target_fps}.")
+    t0 = time.perf_counter()
+    model = rig.model_for(arm_obj)
+    names = [n for n in model.joint_names if n in arm_obj.pose.bones]
+    num_joints = len(model.joint_names)
+    loaded = []
+    for p in paths:
+        m = motion_lib.load_motion(p)
+        fps = target_fps or m.fps
+        if abs(fps - m.fps) > 1e-9:
+            m = motion_lib.resample(m, fps)
+        loaded.append((p, m, fps))
+    if apply_betas and loaded[0][1].betas is not None:
+        _check_betas_model(arm_obj, loaded[0][1])  # before anything changes
+    scene = context.scene
+    frame_start = scene.frame_start
+    actions = []
+    try:
+        for p, m, fps in loaded:
+            quats = motion_lib.to_rig_quaternions(m, num_joints)  # (N,J,4) continuous
+            name = os.path.splitext(os.path.basename(p))[0]
+            act = keyframes.write_rig_keys(arm_obj, name, frame_start, list(model.joint_names), quats,
+                                           root_bone=model.joint_names[0], root_loc=np.asarray(m.trans))
+            act.use_fake_user = True
+            actions.append((act, m, fps))
+    except Exception:
+        for act, _, _ in actions:
+            bpy.data.actions.remove(act)
+        raise
+    first_act, first_m, first_fps = actions[0]
+    arm_obj.animation_data.action = first_act
+    if hasattr(arm_obj.animation_data, "action_slot") and first_act.slots:
+        arm_obj.animation_data.action_slot = first_act.slots[0]
+    # Model frame = AMASS world = Blender world.
+    arm_obj.location = (0.0, 0.0, 0.0)
+    arm_obj.rotation_mode = "XYZ"
+    arm_obj.rotation_euler = (0.0, 0.0, 0.0)
+    arm_obj.scale = (1.0, 1.0, 1.0)
+    if set_scene_fps:
+        fps_int = max(1, int(round(first_fps)))
+        scene.render.fps = fps_int
+        scene.render.fps_base = fps_int / first_fps
+    longest = max(m.num_frames for _, m, _ in actions)
+    scene.frame_end = max(scene.frame_end, frame_start + longest - 1) if len(actions) > 1 else \
+        frame_start + first_m.num_frames - 1
+    if apply_betas and first_m.betas is not None:
+        _apply_betas(arm_obj, model, first_m)
+    STATS["last_import_s"] = time.perf_counter() - t0
+    STATS["last_frames"] = sum(m.num_frames for _, m, _ in actions)
+    scene.frame_set(scene.frame_current)
+    return [a for a, _, _ in actions]
+
+
+def _check_betas_model(arm_obj, m):
+    s = arm_obj.neural_avatar
+    want = {"smpl": "SMPL", "smplh": "SMPLH", "smplx": "SMPLX"}.get(m.source_type)
+    if s.model_type != want:
+        raise MotionFileError(f"The file's betas are for a {m.source_type.upper()} body; this body uses "
+                              f"{s.model_type}. Import without 'Apply Betas' or use a matching body.")
+
+
+def _apply_betas(arm_obj, model, m):
+    s = arm_obj.neural_avatar
+    b = np.zeros(len(s.betas))
+    k = min(len(b), len(m.betas), model.num_betas)
+    b[:k] = m.betas[:k]
+    s.betas = b.tolist()
+
+
+class NEURAL_AVATAR_OT_import_motion(bpy.types.Operator):
+    """Import AMASS / SMPL motion files (.npz) onto the selected body, resampled by time"""
+
+    bl_idname = "neural_avatar.import_motion"
+    bl_label = "Import Motion"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(subtype="FILE_PATH")
+    directory: StringProperty(subtype="DIR_PATH")
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement)
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    target_fps: FloatProperty(name="Target FPS", default=0.0, min=0.0, max=1000.0,
+                              description="Resample to this rate (by time, slerp); 0 keeps the file's own rate")
+    set_scene_fps: BoolProperty(name="Set Scene FPS", default=True)
+    apply_betas: BoolProperty(name="Apply Betas", default=False,
+                              description="Use the file's body shape when the body model matches")
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode in {"OBJECT", "POSE"}
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _paths(self):
+        if self.files and self.directory:
+            return [os.path.join(self.directory, f.name) for f in self.files if f.name]
+        return [bpy.path.abspath(self.filepath)] if self.filepath else []
+
+    def execute(self, context):
+        arm = rig.find_body(context)
+        try:
+            if arm is None:
+                raise NeuralAvatarError("Select a Neural Avatar body (its armature or mesh) to import motion onto.")
+            acts = import_motions(context, arm, self._paths(), self.target_fps, self.set_scene_fps,
+                                  self.apply_betas)
+        except NeuralAvatarError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {len(acts)} motion(s): {', '.join(a.name for a in acts)} "
+                              f"in {STATS['last_import_s'] * 1e3:.0f} ms")
+        return {"FINISHED"}
+
+
+CLASSES = (NEURAL_AVATAR_OT_import_motion,)
+
+
+def register():
+    for c in CLASSES:
+        bpy.utils.register_class(c)
+
+
+def unregister():
+    for c in reversed(CLASSES):
+        bpy.utils.unregister_class(c)

@@ -1,0 +1,202 @@
+"""Model bundles (neural/bundle.py), device choice and the model cache (neural/device.py)."""
+
+import json
+import os
+import struct
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from neural_avatar.errors import BundleError, NeuralAvatarError
+from neural_avatar.neural.avatar import build_avatar
+from neural_avatar.neural.bench_core import make_frame, procedural_body
+from neural_avatar.neural.bundle import bundle_paths, load_bundle, read_bundle_meta, save_bundle
+from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, MODES
+from neural_avatar.neural.device import ModelCache, pick_device, resolve_device
+
+SUBS = {
+    "VERTEX_PROJECTION": dict(unet=UNetConfig(width=4, depth=2)),
+    "NEURAL_TEXTURE": dict(anr=AnrConfig(texture_size=16, pyramid_levels=2, latent_channels=5,
+                                         r1_width=4, r1_depth=2, r2_width=4, r2_depth=2)),
+    "GAUSSIAN_BONES": dict(style=StyleConfig(num_primitives=2, appearance_dim=4, widths=(4, 8), w_dim=8)),
+}
+
+
+def make(mode):
+    body = procedural_body(60)
+    body.parents = np.array([-1, 0, 1])
+    body.joints = np.array([[0, -0.6, 0], [0, 0.0, 0], [0, 0.6, 0]], np.float32)
+    torch.manual_seed(0)
+    av = build_avatar(AvatarConfig.default(mode, num_joints=3, resolution=32, **SUBS[mode]), body)
+    with torch.no_grad():  # not the initial values: every tensor perturbed, BN stats too
+        for p in av.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for n, b in av.named_buffers():
+            if "running_var" in n:
+                b.mul_(1.5)
+    return av, body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_round_trip_identical_outputs(tmp_path, mode):
+    av, body = make(mode)
+    frame = make_frame(body, 24)
+    st, js = save_bundle(av, tmp_path / "sub" / "model", extra_meta={"training": {"epochs": 3}, "note": "x"})
+    assert st.name == "model.safetensors" and js.name == "model.json"
+    assert sorted(os.listdir(tmp_path / "sub")) == ["model.json", "model.safetensors"]  # no temp files left
+    back = load_bundle(tmp_path / "sub" / "model.safetensors", expected_mode=mode, expected_body=body)
+    assert not back.training
+    a, b = av.render(frame), back.render(frame)
+    for k in ("rgb", "mask", "input"):
+        assert torch.equal(a[k], b[k]), k
+    for (k1, v1), (k2, v2) in zip(av.state_dict().items(), back.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    meta = read_bundle_meta(js)
+    assert meta["mode"] == mode and meta["resolution"] == 32 and meta["body_model_id"] == body.model_id
+    assert meta["channels"] == {"input": av.input_channels, "output": 4}
+    assert meta["training"] == {"epochs": 3} and meta["extra"] == {"note": "x"}
+    assert meta["format_version"] == 1
+
+
+def test_no_pickle_in_files(tmp_path):
+    av, _ = make("NEURAL_TEXTURE")
+    st, js = save_bundle(av, tmp_path / "m")
+    raw = st.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])  # safetensors: u64 header length + JSON header + raw data
+    header = json.loads(raw[8:8 + n])
+    assert header["__metadata__"]["mode"] == "NEURAL_TEXTURE"
+    assert set(header) - {"__metadata__"} == set(av.state_dict())
+    assert not raw.startswith(b"\x80") and not raw.startswith(b"PK")  # neither pickle nor torch zip
+    json.loads(js.read_text())
+    assert not js.read_bytes().startswith(b"\x80")
+
+
+def test_wrong_mode_refused_with_clear_message(tmp_path):
+    av, _ = make("NEURAL_TEXTURE")
+    save_bundle(av, tmp_path / "m")
+    with pytest.raises(BundleError, match="trained for NEURAL_TEXTURE, the scene is set to GAUSSIAN_BONES"):
+        load_bundle(tmp_path / "m", expected_mode="GAUSSIAN_BONES")
+
+
+def test_body_mismatch(tmp_path):
+    av, body = make("VERTEX_PROJECTION")
+    save_bundle(av, tmp_path / "m")
+    with pytest.raises(BundleError, match="body model"):
+        load_bundle(tmp_path / "m", expected_body="smplx-neutral")
+    other = procedural_body(200)
+    other.model_id = body.model_id
+    with pytest.raises(BundleError, match="vertices"):
+        load_bundle(tmp_path / "m", expected_body=other)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    av, _ = make("GAUSSIAN_BONES")
+    st, js = save_bundle(av, tmp_path / "m")
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nothing")
+    text = js.read_text()
+    js.write_text(text[: len(text) // 2])
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(st)
+    js.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(BundleError, match="not a Neural Avatar"):
+        read_bundle_meta(js)
+    js.write_text(text)
+    raw = st.read_bytes()
+    st.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BundleError, match="do not belong|corrupt"):
+        load_bundle(st)
+    # truncated tensors with a matching hash: safetensors itself refuses
+    meta = json.loads(text)
+    meta.pop("tensors_sha256")
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="corrupt"):
+        load_bundle(st)
+    st.unlink()
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(js)
+
+
+def test_mismatched_tensors(tmp_path):
+    av, _ = make("VERTEX_PROJECTION")
+    st, js = save_bundle(av, tmp_path / "m")
+    meta = json.loads(js.read_text())
+    meta.pop("tensors_sha256")
+    meta["config"]["unet"]["width"] = 8  # the weights were saved for width 4
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="shape"):
+        load_bundle(st)
+    meta["config"]["unet"]["width"] = 4
+    meta["config"]["unet"]["depth"] = 3
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(st)
+    meta["config"]["unet"]["norm"] = "weird"
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="invalid configuration"):
+        load_bundle(st)
+    meta["config"]["unet"]["norm"] = "batch"
+    meta["format_version"] = 99
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="Update"):
+        load_bundle(st)
+
+
+def test_nan_weights_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    av, _ = make("VERTEX_PROJECTION")
+    st, js = save_bundle(av, tmp_path / "m")
+    sd = {k: v.clone() for k, v in av.state_dict().items()}
+    sd["identity.vertex_colors"][0, 0] = float("nan")
+    save_file(sd, str(st))
+    meta = json.loads(js.read_text())
+    meta.pop("tensors_sha256")
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="NaN"):
+        load_bundle(st)
+
+
+# ---- devices and cache ---------------------------------------------------------------------
+
+def test_pick_device():
+    assert pick_device("CPU") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(NeuralAvatarError, match="Unknown compute device"):
+        pick_device("TPU")
+    if not torch.cuda.is_available():
+        dev, msg = resolve_device("CUDA")
+        assert dev.type in ("cpu", "mps") and "CUDA was requested" in msg
+        got = []
+        assert pick_device("CUDA", warn=got.append) == dev and got == [msg]
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            pick_device("CUDA")
+        assert any("CUDA" in str(x.message) for x in w)
+
+
+def test_model_cache(tmp_path):
+    av, body = make("GAUSSIAN_BONES")
+    save_bundle(av, tmp_path / "m")
+    cache = ModelCache(max_entries=2)
+    a = cache.get(tmp_path / "m.json", "cpu")
+    b = cache.get(tmp_path / "m", "cpu", expected_mode="GAUSSIAN_BONES")
+    assert a is b and cache.loads == 1
+    c = cache.get(tmp_path / "m", "cpu", precision="bf16")
+    assert c is not a and cache.loads == 2
+    with pytest.raises(BundleError, match="the scene is set to VERTEX_PROJECTION"):
+        cache.get(tmp_path / "m", "cpu", expected_mode="VERTEX_PROJECTION")
+    # the file changes -> reloaded
+    with torch.no_grad():
+        av.identity.appearance.add_(1.0)
+    save_bundle(av, tmp_path / "m")
+    st, js = bundle_paths(tmp_path / "m")
+    os.utime(js, ns=(js.stat().st_atime_ns, js.stat().st_mtime_ns + 10_000_000))
+    d = cache.get(tmp_path / "m", "cpu")
+    assert d is not a and cache.loads == 3
+    assert torch.equal(d.identity.appearance, av.identity.appearance)
+    assert len(cache) <= 2
+    cache.clear()
+    assert len(cache) == 0
