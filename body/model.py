@@ -17,7 +17,6 @@ that only rebuilds numpy arrays, sparse matrices and (when installed) chumpy obj
 from __future__ import annotations
 
 import functools
-import io
 import os
 import pickle
 import tempfile
@@ -339,6 +338,8 @@ class _ModelUnpickler(pickle.Unpickler):
             return super().find_class("copyreg", name)
         elif module in ("builtins", "__builtin__") and name in _BUILTIN_GLOBALS:
             return super().find_class("builtins", name)
+        elif module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles
+            return super().find_class(module, name)
         elif module == "collections" and name == "OrderedDict":
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused global {module}.{name}")

@@ -137,7 +137,7 @@ class RestReference:
 
 
 #: Landmarks of an average adult SMPL body (SMPL's template: pelvis ≈ 0.93 m above the soles,
-#: hips ≈ 9 cm below the pelvis, origin near the pelvis). Used when no body model is given.
+#: hips ≈ 9 cm below the pelvis, origin near the pelvis). Used by ``--smpl-landmarks``.
 SMPL_REFERENCE = RestReference(pelvis=(0.0, -0.223, 0.028), hip_center=(0.0, -0.314, 0.022),
                                sole_y=-1.15)
 
@@ -538,20 +538,24 @@ def _default_out() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "motions"
 
 
-def build(source: Path, out: Path, clips=DEFAULT_CLIPS, fit_default_body: bool = False,
+def build(source: Path, out: Path, clips=DEFAULT_CLIPS, fit_default_body: bool = True,
           preview: Path | None = None, log=print) -> list[Path]:
     """Convert ``clips`` from ``source`` into ``out/<clip>_poses.npz``; returns the paths.
 
-    The clips are fitted to :data:`SMPL_REFERENCE` (so the result does not depend on which
-    body files exist at build time) unless ``fit_default_body``. Previews pose the default
-    body's mesh when it loads, else the reference skeleton.
+    The clips are fitted to the project's default body (its rest pelvis, hip centre and
+    soles, so it stands on the floor in the demo) or, with ``fit_default_body=False``, to
+    :data:`SMPL_REFERENCE`. Previews pose the default body's mesh when it loads, else the
+    reference skeleton.
     """
     src = _Source(source)
     check_urdf(src.read("pybullet_data/humanoid/humanoid.urdf"))
     body_ref = _load_reference_body() if (fit_default_body or preview is not None) else None
     if fit_default_body:
         if body_ref is None:
-            raise MotionFileError("The default body could not be loaded to fit the clips to.")
+            raise MotionFileError(
+                "The default body (data/bodies/neutral.npz) could not be loaded to fit the clips "
+                "to; build it first ('python -m neural_avatar build-body') or pass "
+                "--smpl-landmarks.")
         reference = body_ref[2]
     else:
         reference = SMPL_REFERENCE
@@ -599,16 +603,16 @@ def main(argv=None) -> int:
                     "package's data/motions)")
     ap.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS),
                     help=f"clip names (default: {' '.join(DEFAULT_CLIPS)})")
-    ap.add_argument("--fit-default-body", action="store_true",
-                    help="fit root height and translation to the default body instead of "
-                    "the built-in SMPL landmarks")
+    ap.add_argument("--smpl-landmarks", action="store_true",
+                    help="fit root height and translation to average SMPL landmarks instead "
+                    "of the default body")
     ap.add_argument("--preview", type=Path, default=None,
                     help="also write side/front PNG previews of each clip into this folder")
     args = ap.parse_args(argv)
     try:
         source = args.source if args.source is not None else default_source()
         build(source, args.out or _default_out(), args.clips,
-              fit_default_body=args.fit_default_body, preview=args.preview)
+              fit_default_body=not args.smpl_landmarks, preview=args.preview)
     except MotionFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -487,7 +487,7 @@ def _coverage_sets(ds: CaptureDataset, positions: Sequence[int], texels: int, de
     from .raster import rasterize
 
     body = ds.body
-    faces = torch.as_tensor(np.asarray(body.faces, np.int64), device=device)
+    faces = torch.as_tensor(np.array(body.faces, np.int64), device=device)
     vt = getattr(body, "vt", None)
     ft = getattr(body, "ft", None)
     use_uv = vt is not None and ft is not None and len(vt) > 0
@@ -500,8 +500,8 @@ def _coverage_sets(ds: CaptureDataset, positions: Sequence[int], texels: int, de
         K, R, t = ds.camera(i)
         args = dict(size=ds.size, compute_normals=False)
         if use_uv:
-            args.update(uv=torch.as_tensor(np.asarray(vt), dtype=torch.float32, device=device),
-                        uv_faces=torch.as_tensor(np.asarray(ft, np.int64), device=device))
+            args.update(uv=torch.as_tensor(np.array(vt), dtype=torch.float32, device=device),
+                        uv_faces=torch.as_tensor(np.array(ft, np.int64), device=device))
         with torch.no_grad():
             ras = rasterize(torch.from_numpy(v)[None].to(device), faces,
                             torch.as_tensor(K, dtype=torch.float32, device=device)[None],
@@ -592,7 +592,7 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     nb = int(getattr(body, "num_betas", 10))
     rest = np.asarray(body.v_template, np.float64)
     colors = [_procedural_colors(rest, np.random.default_rng(seed + 1000 * k)) for k in range(identities)]
-    faces = torch.as_tensor(np.asarray(body.faces, np.int64))
+    faces = torch.as_tensor(np.array(body.faces, np.int64))
     H = W = int(res)
     # model Y-up -> Blender Z-up, as a freshly added body's armature object (ARCHITECTURE.md)
     M = np.eye(4)

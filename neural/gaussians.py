@@ -40,6 +40,11 @@ __all__ = [
 ]
 
 _SQRT_PI = math.sqrt(math.pi)
+_SQRT2 = math.sqrt(2.0)
+_LOG2 = math.log(2.0)
+#: Weights below exp(-80) of the largest one at a pixel are flushed to that floor (eq. 14 is
+#: evaluated as a max-shifted log-sum; avoids denormal arithmetic, changes weights by < 1e-33).
+_LOG_FLOOR = -80.0
 
 
 def bone_list(parents: Sequence[int], bone_ids: Optional[Sequence[int]] = None) -> Tuple[list, list]:
@@ -146,6 +151,18 @@ def _integral_from_forms(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, alph
     return (0.5 * _SQRT_PI * sal) / sa * torch.special.erfc(-b / (sal * sa)) * torch.exp(-expo)
 
 
+def _log_erfc(x: torch.Tensor) -> torch.Tensor:
+    """``log erfc(x) = log 2 + log Phi(-sqrt(2) x)``: finite for every ``x`` (no underflow)."""
+    try:
+        return _LOG2 + torch.special.log_ndtr(-_SQRT2 * x)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - backends without log_ndtr
+        # log erfc(x) = log erfcx(x) - x^2 for x > 0; erfc itself is safe for x <= 0.
+        xp = x.clamp_min(0.0)
+        pos = torch.log(torch.special.erfcx(xp)) - xp * xp
+        neg = torch.log(torch.special.erfc(x.clamp_max(0.0)))
+        return torch.where(x > 0, pos, neg)
+
+
 def ray_integral(
     origin: torch.Tensor,
     direction: torch.Tensor,
@@ -249,7 +266,6 @@ def gaussian_weights(
     alpha: float = 2.5e-2,
     beta: float = 2.0,
     dist: Optional[torch.Tensor] = None,
-    eps: float = 1e-30,
 ) -> torch.Tensor:
     """Normalised per-pixel primitive weights ``w (B, N+1, H, W)``, HumanViewSynthesis eq. 14.
 
@@ -265,6 +281,8 @@ def gaussian_weights(
     frame with ``R, t`` (``mu_c = R mu + t``, ``Sigma_c = R Sigma R^T``). ``alpha`` scales all
     shapes (eq. 11, ``Sigma' = alpha Sigma``), ``beta > 1`` places the background.
     ``dist (B|1, D)``: optional OpenCV distortion coefficients of the camera (eq. 12).
+    Evaluated in the log domain and shifted by each pixel's largest term, so distant primitives
+    cannot underflow (weights below ``e^-80`` of a pixel's largest are floored there).
     Differentiable w.r.t. ``mu`` and ``cov``.
     """
     if mu.dim() != 3 or mu.shape[-1] != 3:
@@ -288,17 +306,24 @@ def gaussian_weights(
     Am = (A @ mu_c.unsqueeze(-1)).squeeze(-1)  # (B,N,3)
     b = rays @ Am.transpose(1, 2)  # r^T A mu     (B,P,N)
     c = (mu_c * Am).sum(-1).unsqueeze(1)  # mu^T A mu    (B,1,N)
-    F = _integral_from_forms(a, b, c, alpha)  # eq. 69
-    z = b / a.clamp_min(1e-30)  # eq. 82
-    lam = 1.0 / (1.0 + z ** 4)  # eq. 83
-    z_bg = beta * z.reshape(B, -1).amax(dim=1)  # eq. 85, (B,)
     sal = math.sqrt(alpha)
-    F_bg = 0.5 * _SQRT_PI * sal * torch.special.erfc(-z_bg / sal)  # eq. 88 (sign of eq. 61)
-    lam_bg = 1.0 / (1.0 + z_bg ** 4)  # eq. 89
-    wk = lam * F
-    wbg = (lam_bg * F_bg)[:, None, None].expand(B, P, 1)
-    w = torch.cat([wk, wbg], dim=-1)
-    w = w / w.sum(-1, keepdim=True).clamp_min(eps)  # eq. 14
+    # eq. 69 in the log domain (the log of _integral_from_forms, sharing sub-terms), so that
+    # primitives far from a ray neither underflow to 0 nor hit slow denormal arithmetic.
+    ra = torch.rsqrt(a.clamp_min(1e-30))  # 1 / sqrt(r^T A r)
+    bra = b * ra
+    z = bra * ra  # eq. 82, z* = r^T A mu / r^T A r
+    expo = (c - bra * bra).clamp_min(0.0) * (1.0 / alpha)
+    logF = torch.log(ra) + _log_erfc(bra * (-1.0 / sal)) - expo + math.log(0.5 * _SQRT_PI * sal)
+    z2 = z * z
+    loglam = -torch.log1p(z2 * z2)  # eq. 83
+    z_bg = beta * z.reshape(B, -1).amax(dim=1)  # eq. 85, (B,)
+    logF_bg = math.log(0.5 * _SQRT_PI * sal) + _log_erfc(-z_bg / sal)  # eq. 88 (sign of eq. 61)
+    loglam_bg = -torch.log1p(z_bg ** 4)  # eq. 89
+    logw = torch.cat([loglam + logF, (loglam_bg + logF_bg)[:, None, None].expand(B, P, 1)], dim=-1)
+    # eq. 14, w_k = lambda_k F_k / sum_l lambda_l F_l, shifted by the per-pixel maximum.
+    logw = logw - logw.detach().amax(dim=-1, keepdim=True)
+    w = torch.exp(logw.clamp_min(_LOG_FLOOR))
+    w = w / w.sum(-1, keepdim=True)
     return w.transpose(1, 2).reshape(B, N + 1, H, W)
 
 

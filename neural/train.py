@@ -59,7 +59,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CancelledError, DatasetError, NeuralAvatarError
+from ..errors import NeuralAvatarError
 from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
 from .losses import (MultiScalePatchDiscriminator, VGGPerceptualLoss, feature_matching_loss,
                      gan_d_loss, gan_g_loss, l1, tv_loss)
@@ -153,6 +153,8 @@ class TrainConfig:
     """Overrides of the AvatarConfig (e.g. {"unet": {"width": 16}}); see neural/config.py."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    body_dir: Optional[str] = None
+    """Folder with SMPL/SMPL-H/SMPL-X model files when the capture is not of the default body."""
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -577,10 +579,18 @@ class _fallback_perceptual(nn.Module):
 # ------------------------------------------------------------------------ main loop
 
 
-def _load_body(meta: dict):
-    from ..body import load_default
+def _load_body(meta: dict, body_dir: Optional[str] = None):
+    """The body model a capture was made with: the embedded default body, or an SMPL-family
+    model from ``body_dir`` (the user's licensed files) for ``model_type`` smpl/smplh/smplx."""
+    from ..body import load_default, load_model
 
-    return load_default()
+    model_type = meta.get("model_type", "default")
+    if model_type == "default":
+        return load_default()
+    if not body_dir:
+        raise NeuralAvatarError(f"The capture uses a {model_type.upper()} body: give the folder with the "
+                                f"model files (--body-dir).")
+    return load_model(body_dir, model_type, meta.get("gender", "neutral"))
 
 
 def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
@@ -613,7 +623,9 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
-    body = body_model if body_model is not None else _load_body({})
+    from .dataset import read_dataset_meta
+
+    body = body_model if body_model is not None else _load_body(read_dataset_meta(cfg.data), cfg.body_dir)
     augment = cfg.augment if cfg.augment is not None else cfg.mode == NEURAL_TEXTURE
     ds = CaptureDataset(cfg.data, "train", body, res=cfg.res, device=device, augment=augment, seed=cfg.seed,
                         forward_fn=forward_fn)
@@ -833,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gan", action="store_true", help="disable the adversarial loss")
     p.add_argument("--perceptual", default="auto", choices=("auto", "vgg", "l1_msssim"))
     p.add_argument("--avatar-json", default=None, help="JSON object of AvatarConfig overrides")
+    p.add_argument("--body-dir", default=None, help="folder with SMPL-family model files (non-default bodies)")
     return p
 
 
@@ -860,7 +873,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           batch=args.batch, lr=args.lr, seed=args.seed, log_every=args.log_every,
                           val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
                           resume=args.resume, use_gan=False if args.no_gan else None,
-                          perceptual=args.perceptual,
+                          perceptual=args.perceptual, body_dir=args.body_dir,
                           avatar=json.loads(args.avatar_json) if args.avatar_json else {})
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:

@@ -20,8 +20,8 @@ and shins (with a dark belt), shoes = ankles and feet (light soles), skin = neck
 hands and head, hair = the scalp above the forehead and the back of the head; the face gets
 eyes (white, iris), eyebrows and a mouth placed from the head's own vertex bounding box.
 
-Extra geometry skinned to the same rig (vertex groups + Armature modifier, parented like the
-body mesh so its object space is the model frame): a hair cap (a half ellipsoid fitted to the
+Extra geometry skinned to the same rig (vertex groups + Armature modifier, parented to the body
+mesh so its object space is the model frame and the armature keeps one mesh child): a hair cap (a half ellipsoid fitted to the
 head, lower edge at the brow in front and at the nape behind, streaked texture; 100 % ``head``)
 and a flared, checked skirt (rings fitted to the body at the waist, flaring to above the knee;
 top rings on ``pelvis``, lower rings blending smoothly into ``left_hip``/``right_hip`` by side).
@@ -207,7 +207,7 @@ def _uv_raster(vt: np.ndarray, ft: np.ndarray, size: int):
     pts[:, 2] = 1.0
     eye = torch.eye(3)[None]
     with torch.no_grad():
-        ras = rasterize(torch.from_numpy(pts)[None], torch.as_tensor(ft, dtype=torch.long), eye, eye,
+        ras = rasterize(torch.from_numpy(pts)[None], torch.tensor(np.array(ft, np.int64)), eye, eye,
                         torch.zeros(1, 3), (size, size), compute_normals=False)
     return ras.face_id[0].numpy(), ras.bary[0].numpy()
 
@@ -375,13 +375,13 @@ def skirt_geometry(v_rest: np.ndarray, lay: SubjectLayout, n_rings: int = 10, n_
 
 def skirt_weights(verts: np.ndarray, t: np.ndarray, lay: SubjectLayout):
     """Smooth skinning of the skirt: pelvis at the waist, blending to the hip (thigh) of the
-    vertex's side towards the hem: ``w_side = 0.75 t^1.5 s_side`` with ``s_left`` a smooth step
+    vertex's side towards the hem: ``w_side = 0.9 t^1.2 s_side`` with ``s_left`` a smooth step
     of ``x`` across the body's midline; the pelvis takes the rest (rows sum to 1)."""
     cx = lay.pelvis[0]
     half = max(np.abs(verts[:, 0] - cx).max(), 1e-6)
     s_left = np.clip(0.5 + 0.5 * (verts[:, 0] - cx) / (0.6 * half), 0.0, 1.0)
     s_left = s_left * s_left * (3 - 2 * s_left)
-    k = 0.75 * np.clip(t, 0, 1) ** 1.5
+    k = 0.9 * np.clip(t, 0, 1) ** 1.2
     return {"pelvis": 1.0 - k, "left_hip": k * s_left, "right_hip": k * (1.0 - s_left)}
 
 
@@ -403,7 +403,8 @@ def _pattern_image(fn, size=256):
     return fn(u, v).astype(np.float32)  # row 0 = top = v 1
 
 
-def _add_skinned_mesh(context, arm, name, verts, faces, uvs_per_vertex, groups: dict, material, colors):
+def _add_skinned_mesh(context, arm, body_obj, name, verts, faces, uvs_per_vertex, groups: dict, material,
+                      colors):
     mesh = bpy.data.meshes.new(name + "_mesh")
     mesh.from_pydata(np.asarray(verts, np.float32).tolist(), [], np.asarray(faces).tolist())
     uv_layer = mesh.uv_layers.new(name="UVMap")
@@ -422,7 +423,10 @@ def _add_skinned_mesh(context, arm, name, verts, faces, uvs_per_vertex, groups: 
     obj = bpy.data.objects.new(name, mesh)
     for coll in arm.users_collection:
         coll.objects.link(obj)
-    obj.parent = arm
+    # Parented to the body mesh (object space = armature space = model frame, like the body
+    # mesh itself), not to the armature: the rig's code takes the armature's mesh child as *the*
+    # body mesh. The Armature modifier deforms it with the armature's bones all the same.
+    obj.parent = body_obj
     for gname, w in groups.items():
         vg = obj.vertex_groups.new(name=gname)
         w = np.broadcast_to(np.asarray(w, np.float64), (len(verts),))
@@ -545,10 +549,10 @@ def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=N
         skirt_img = _new_image("NeuralAvatar_SkirtAlbedo", _pattern_image(_pattern_skirt))
         mats["hair_cap"] = _material("NeuralAvatar_HairCap", hair_img, 0.45)
         mats["skirt"] = _material("NeuralAvatar_Skirt", skirt_img, 0.8, sheen=0.3)
-        hair = _add_skinned_mesh(context, body_arm, body_arm.name + "_hair", hv, hf, huv,
+        hair = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_hair", hv, hf, huv,
                                  {"head": 1.0}, mats["hair_cap"], _pattern_hair(huv[:, 0], huv[:, 1]))
         added.append(hair)
-        garment = _add_skinned_mesh(context, body_arm, body_arm.name + "_skirt", sv, sf, suv,
+        garment = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_skirt", sv, sf, suv,
                                     skirt_weights(sv, st, lay), mats["skirt"],
                                     _pattern_skirt(suv[:, 0], suv[:, 1]))
         added.append(garment)

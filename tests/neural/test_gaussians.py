@@ -101,7 +101,8 @@ def test_ray_integral_matches_quadrature(mu, start, alpha):
     F = ray_integral(o, r, mu, torch.linalg.inv(cov), alpha=alpha)
     ref = quadrature(o, r, mu, cov, alpha)
     assert ref > 1e-6
-    assert abs(F.item() - ref.item()) / ref.item() < 1e-3
+    # The brief asks for < 1e-3; the closed form reaches ~1e-6 or better here.
+    assert abs(F.item() - ref.item()) / ref.item() < 1e-5
 
 
 def test_erfc_term_matters_and_full_line_limit():
@@ -203,6 +204,18 @@ def test_occlusion_favours_the_nearer_primitive():
     cov = (torch.eye(3, dtype=D64) * 0.5).expand(1, 2, 3, 3)
     w = gaussian_weights(mu, cov, K, R, t, (9, 9))
     assert w[0, 0, 4, 4] > 5 * w[0, 1, 4, 4]
+
+
+def test_far_and_behind_primitives_stay_finite():
+    mu, cov, K, R, t = scene()
+    far = torch.tensor([[[80.0, -50.0, -200.0], [0.0, 0.0, 40.0]]])  # far off-axis; behind the camera
+    mu2 = torch.cat([mu, far], 1).requires_grad_(True)
+    cov2 = torch.cat([cov, cov[:, :2]], 1).requires_grad_(True)
+    img, w = render_gaussians(mu2, cov2, torch.rand(5, 3), K, R, t, (16, 20), torch.zeros(3), return_weights=True)
+    assert torch.isfinite(w).all() and torch.isfinite(img).all()
+    assert w[0, 3:5].max() < 1e-6  # neither contributes
+    img.sum().backward()
+    assert torch.isfinite(mu2.grad).all() and torch.isfinite(cov2.grad).all()
 
 
 def test_gradcheck_render():
