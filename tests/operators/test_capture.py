@@ -41,20 +41,20 @@ def test_plan_splits_disjoint_by_motion_and_yaw():
 
     model = default_model()
     ms = [motion.load_motion(p) for p in _motions(4)]
-    p = capture.make_plan(model, ms, 40, seed=5)
+    p = capture.make_plan(model, ms, 20, seed=5)
     sp = p["split"]
-    assert (sp == "train").sum() == 32 and (sp == "val").sum() == 4 and (sp == "test").sum() == 4
+    assert (sp == "train").sum() == 16 and (sp == "val").sum() == 2 and (sp == "test").sum() == 2
     mot = {s: set(p["motion_index"][sp == s].tolist()) for s in ("train", "val", "test")}
     assert not (mot["train"] & mot["val"]) and not (mot["train"] & mot["test"]) and not (mot["val"] & mot["test"])
     rel = (p["yaw_rel"] - p["sector"]) % 360.0
     assert np.all(rel[sp == "train"] >= capture.HOLDOUT_SECTOR_DEG)
     assert np.all(rel[sp != "train"] < capture.HOLDOUT_SECTOR_DEG)
     # deterministic in the seed, different for another seed
-    q = capture.make_plan(model, ms, 40, seed=5)
+    q = capture.make_plan(model, ms, 20, seed=5)
     np.testing.assert_array_equal(p["cam_world"], q["cam_world"])
-    assert not np.allclose(p["cam_world"], capture.make_plan(model, ms, 40, seed=6)["cam_world"])
+    assert not np.allclose(p["cam_world"], capture.make_plan(model, ms, 20, seed=6)["cam_world"])
     # one clip: val/test come from its held-out last 20 % of time
-    one = capture.make_plan(model, ms[:1], 20, seed=1)
+    one = capture.make_plan(model, ms[:1], 10, seed=1)
     n = ms[0].num_frames
     cut = int(round(n * 0.8))
     assert np.all(one["frame_in_motion"][one["split"] == "train"] < cut)
@@ -185,6 +185,21 @@ def test_cycles_frame_and_operator(dressed, tmp_path):
     st.capture_engine = "CYCLES"
     bpy.context.view_layer.objects.active = s["armature"]
     engine_before = sc.render.engine
+    from neural_avatar.operators import capture
+
+    own = not hasattr(bpy.types, "NEURAL_AVATAR_OT_capture_dataset")
+    if own:  # until operators/__init__.py lists the module
+        capture.register()
+    try:
+        _operator_checks(bpy, sc, st, s, tmp_path, engine_before)
+    finally:
+        if own:
+            capture.unregister()
+
+
+def _operator_checks(bpy, sc, st, s, tmp_path, engine_before):
+    import cv2
+
     assert bpy.ops.neural_avatar.capture_dataset() == {"FINISHED"}
     assert sc.render.engine == engine_before
     img = cv2.imread(str(tmp_path / "op" / "images" / "000000.png"))
