@@ -1,0 +1,213 @@
+"""The NEURAL_AVATAR engine in headless Blender: F12 in each mode paints a person where the
+body is, poses change the picture, animations write every frame, errors are readable and
+recorded (never a silent grey image), cancelling stops cleanly."""
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.bpy
+
+bpy = pytest.importorskip("bpy")
+
+from neural_avatar.engine import avatars, final, state  # noqa: E402
+from neural_avatar.errors import CancelledError  # noqa: E402
+
+MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES")
+RES = 96
+
+
+def _scene(addon, res=RES, transparent=True):
+    from neural_avatar.demo_paths import bundled_walk
+    from neural_avatar.engine.scene_setup import add_camera, add_default_body, setup_render
+    from neural_avatar.operators.import_motion import import_motions
+
+    scene = bpy.context.scene
+    arm = add_default_body()
+    import_motions(bpy.context, arm, [bundled_walk()], target_fps=30.0)
+    scene.frame_set(scene.frame_start + 5)
+    pelvis = np.array(arm.matrix_world @ arm.pose.bones[0].head)
+    add_camera(scene, target=(pelvis[0], pelvis[1], 0.85), distance=2.6, height=1.0, yaw_deg=25.0)
+    setup_render(scene, res=res, transparent=transparent)
+    return scene, arm
+
+
+def _render(scene, path):
+    scene.render.filepath = str(path)
+    state.clear_error()
+    bpy.ops.render.render(write_still=True)
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, f"nothing written (last error: {state.LAST_ERROR})"
+    return img
+
+
+def _alpha(img):
+    return img[..., 3].astype(np.float32) / 255.0
+
+
+def _workbench_silhouette(scene, tmp_path):
+    scene.render.engine = "BLENDER_WORKBENCH"
+    img = _render(scene, tmp_path / "wb.png")
+    scene.render.engine = "NEURAL_AVATAR"
+    return _alpha(img) > 0.5
+
+
+def _render_fails(expect, write_still=True):
+    """F12 that must fail: the engine reports the error (the operator raises with it in
+    background mode) and records it for tests/UI."""
+    state.clear_error()
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.render.render(write_still=write_still)
+    assert expect in str(e.value) and expect in state.LAST_ERROR, (str(e.value), state.LAST_ERROR)
+
+
+def _iou(a, b):
+    return float((a & b).sum()) / max(1.0, float((a | b).sum()))
+
+
+def _have_default_avatars():
+    return all(os.path.exists(avatars.default_avatar_path(m)) for m in MODES)
+
+
+@pytest.mark.skipif(not _have_default_avatars(), reason="default avatars not built yet")
+def test_f12_each_mode_paints_the_body(addon, tmp_path):
+    scene, arm = _scene(addon)
+    sil = _workbench_silhouette(scene, tmp_path)
+    assert sil.sum() > 200
+    for mode in MODES:
+        scene.neural_avatar.mode = mode
+        img = _render(scene, tmp_path / f"{mode}.png")
+        assert state.LAST_ERROR == ""
+        fg = _alpha(img) > 0.5
+        iou = _iou(fg, sil)
+        assert iou >= 0.7, f"{mode}: IoU with the Workbench silhouette {iou:.2f}"
+        rgb = img[..., :3][fg].astype(np.float32)
+        assert rgb.std() > 5.0, f"{mode}: foreground is flat (std {rgb.std():.1f})"
+
+
+@pytest.mark.skipif(not _have_default_avatars(), reason="default avatars not built yet")
+def test_pose_change_changes_image_and_animation_writes_every_frame(addon, tmp_path):
+    scene, arm = _scene(addon, transparent=False)
+    scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    a = _render(scene, tmp_path / "a.png").astype(np.float32)
+    arm.pose.bones["left_shoulder"].rotation_quaternion = (0.707, 0.0, 0.0, 0.707)
+    arm.pose.bones["right_knee"].rotation_quaternion = (0.8, 0.6, 0.0, 0.0)
+    b = _render(scene, tmp_path / "b.png").astype(np.float32)
+    assert np.abs(a - b).mean() > 0.5
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.render.filepath = str(tmp_path / "anim" / "f_")
+    state.clear_error()
+    bpy.ops.render.render(animation=True)
+    assert state.LAST_ERROR == ""
+    assert sorted(os.listdir(tmp_path / "anim")) == ["f_0001.png", "f_0002.png", "f_0003.png"]
+
+
+def _tiny_bundle(tmp_path, mode):
+    from neural_avatar import body
+    from neural_avatar.neural.avatar import build_avatar
+    from neural_avatar.neural.bundle import save_bundle
+    from neural_avatar.neural.config import AvatarConfig
+
+    path = tmp_path / f"{mode.lower()}.safetensors"
+    save_bundle(build_avatar(AvatarConfig.default(mode, resolution=64), body.load_default()), path)
+    return path
+
+
+def test_untrained_bundle_renders_and_passes_are_written(addon, tmp_path):
+    scene, arm = _scene(addon, res=48)
+    arm.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "NEURAL_TEXTURE"))
+    scene.neural_avatar.mode = "NEURAL_TEXTURE"
+    for flag in ("pass_input", "pass_mask", "pass_depth"):
+        setattr(scene.neural_avatar, flag, True)
+    _render(scene, tmp_path / "x.png")
+    assert state.LAST_ERROR == ""
+    assert final.TIMINGS["total"] > 0 and 0 <= final.TIMINGS["io"] <= final.TIMINGS["total"]
+    res = bpy.data.images["Render Result"]
+    assert res is not None
+
+
+@pytest.mark.parametrize("case", ["ortho_camera", "missing_bundle", "wrong_mode", "no_body"])
+def test_errors_are_shown_and_recorded(addon, tmp_path, case):
+    scene, arm = _scene(addon, res=32)
+    scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    if case == "ortho_camera":
+        scene.camera.data.type = "ORTHO"
+        expect = "perspective"
+    elif case == "missing_bundle":
+        arm.neural_avatar.avatar = str(tmp_path / "nope.safetensors")
+        expect = "not found"
+    elif case == "wrong_mode":
+        arm.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "GAUSSIAN_BONES"))
+        expect = "GAUSSIAN_BONES"
+    else:
+        bpy.data.objects.remove(arm.children[0])
+        bpy.data.objects.remove(arm)
+        expect = "No Neural Avatar body"
+    scene.render.filepath = str(tmp_path / "err.png")
+    _render_fails(expect)
+    assert not os.path.exists(tmp_path / "err.png") or case == "no_body"
+
+
+def test_no_camera_message(addon):
+    from neural_avatar.engine import scene_io
+    from neural_avatar.errors import NeuralAvatarError
+
+    scene, _ = _scene(addon, res=32)
+    scene.camera = None  # Blender itself refuses F12 without a camera; our reader says why too
+    with pytest.raises(NeuralAvatarError, match="no camera"):
+        scene_io.camera_frame(scene)
+
+
+def test_body_model_mismatch_is_refused(addon, tmp_path):
+    from neural_avatar import body
+
+    path = body.write_synthetic_model(tmp_path, "smpl", "neutral")
+    assert bpy.ops.neural_avatar.add_body(model="SMPL", filepath=str(path)) == {"FINISHED"}
+    scene = bpy.context.scene
+    from neural_avatar.engine.scene_setup import add_camera, setup_render
+
+    add_camera(scene)
+    setup_render(scene, res=32)
+    _render_fails("train an avatar", write_still=False)  # no avatar set + non-default body
+    arm = bpy.context.view_layer.objects.active
+    arm.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "VERTEX_PROJECTION"))
+    _render_fails("body", write_still=False)
+
+
+def test_cancel_stops_between_bodies(addon, tmp_path):
+    scene, arm = _scene(addon, res=32)
+    from neural_avatar.engine import scene_io
+
+    cam = scene_io.camera_frame(scene)
+    bodies = scene_io.body_frames(bpy.context.evaluated_depsgraph_get())
+    with pytest.raises(CancelledError):
+        final.run_bodies(bodies, cam, "VERTEX_PROJECTION", "cpu", "fp32", test_break=lambda: True)
+
+    class FakeEngine:
+        """Stands in for a RenderEngine whose user pressed Esc."""
+
+        written = False
+
+        def test_break(self):
+            return True
+
+        def begin_result(self, *a, **k):
+            FakeEngine.written = True
+            raise AssertionError("must not write after cancel")
+
+        def update_stats(self, *a):
+            pass
+
+        def update_progress(self, *a):
+            pass
+
+        def error_set(self, msg):
+            raise AssertionError("cancel is not an error")
+
+        def report(self, *a):
+            pass
+
+    final.render_frame(FakeEngine(), bpy.context.evaluated_depsgraph_get())
+    assert "cancelled" in state.LAST_ERROR.lower() and not FakeEngine.written
