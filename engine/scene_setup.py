@@ -72,8 +72,32 @@ def pelvis_world(arm_obj) -> np.ndarray:
     return np.array(arm_obj.matrix_world @ pb.head)
 
 
-def demo_scene(res=256, motion_path=None, frames=None, mode="VERTEX_PROJECTION", fps=30.0):
-    """Empty factory scene → default body (+ motion) + camera; returns (scene, body)."""
+def body_centre(arm_obj) -> np.ndarray:
+    """Centre of the body's bounding box (world), from the posed joints (cheap)."""
+    heads = np.array([arm_obj.matrix_world @ pb.head for pb in arm_obj.pose.bones])
+    return 0.5 * (heads.min(0) + heads.max(0))
+
+
+def follow_camera(scene, cam, arm_obj, yaw_deg=25.0, elev=0.15, radius=0.95, margin=1.1):
+    """Key the camera so it frames the body like the capture does (body radius ``radius`` m
+    fills the frame with ``margin``), following the body centre over the frame range."""
+    half_fov = math.atan(0.5 * cam.data.sensor_width / cam.data.lens)
+    dist = 1.02 * radius / math.tan(half_fov) * margin
+    yaw = math.radians(yaw_deg)
+    d = np.array([math.sin(yaw), -math.cos(yaw), elev])
+    d /= np.linalg.norm(d)
+    for f in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(f)
+        c = body_centre(arm_obj)
+        look_at(cam, c, c + dist * d)
+        cam.keyframe_insert("location", frame=f)
+        cam.keyframe_insert("rotation_quaternion", frame=f)
+    scene.frame_set(scene.frame_start)
+
+
+def demo_scene(res=256, motion_path=None, frames=None, mode="VERTEX_PROJECTION", fps=30.0, yaw_deg=25.0):
+    """Empty factory scene → default body (+ motion) + a camera that follows the body, framed
+    like the training captures; returns (scene, body)."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
     ensure_registered()
     scene = bpy.context.scene
@@ -85,16 +109,8 @@ def demo_scene(res=256, motion_path=None, frames=None, mode="VERTEX_PROJECTION",
         if frames:
             scene.frame_end = scene.frame_start + frames - 1
     scene.frame_set(scene.frame_start)
-    # Frame the motion: look at the mean pelvis position over the frame range.
-    pts = []
-    for f in range(scene.frame_start, scene.frame_end + 1, max(1, (scene.frame_end - scene.frame_start) // 8 or 1)):
-        scene.frame_set(f)
-        pts.append(pelvis_world(body))
-    scene.frame_set(scene.frame_start)
-    centre = np.mean(pts, axis=0)
-    spread = float(np.ptp(np.array(pts)[:, :2], axis=0).max()) if len(pts) > 1 else 0.0
-    add_camera(scene, target=(centre[0], centre[1], max(centre[2], 0.8)), distance=3.2 + spread,
-               height=1.1, yaw_deg=20.0)
+    cam = add_camera(scene)
+    follow_camera(scene, cam, body, yaw_deg=yaw_deg)
     setup_render(scene, res=res)
     scene.neural_avatar.mode = mode
     return scene, body

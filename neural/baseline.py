@@ -107,9 +107,9 @@ class VertexColorBaseline:
     def __init__(self, faces, vertex_colors, background=(1.0, 1.0, 1.0), supersample: int = 2,
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.faces = torch.as_tensor(np.asarray(faces, np.int64) if not torch.is_tensor(faces) else faces,
+        self.faces = torch.as_tensor(np.array(faces, np.int64) if not torch.is_tensor(faces) else faces,
                                      device=self.device).long()
-        vc = torch.as_tensor(np.asarray(vertex_colors, np.float32) if not torch.is_tensor(vertex_colors)
+        vc = torch.as_tensor(np.array(vertex_colors, np.float32) if not torch.is_tensor(vertex_colors)
                              else vertex_colors, dtype=torch.float32, device=self.device)
         if vc.dim() != 2 or vc.shape[1] != 3:
             raise NeuralAvatarError(f"Vertex colours must be (V, 3), got {tuple(vc.shape)}.")

@@ -400,7 +400,7 @@ def _splits(times: Sequence[int], views: Sequence[int], train_views: Sequence[in
 def convert_zju(src_dir: str, out_dir: str, *, res: Optional[int] = None, begin: int = 0,
                 end: Optional[int] = None, step: int = 1, train_views: Sequence[int] = (0, 6, 12, 18),
                 views: Optional[Sequence[int]] = None, holdout: float = 0.2,
-                background: Sequence[float] = (0.0, 0.0, 0.0), body_model_id: str = "smpl_neutral",
+                background: Sequence[float] = (0.0, 0.0, 0.0), body_model_id: str = "smpl-neutral",
                 model_type: str = "smpl", gender: str = "neutral", body_model=None,
                 trust_pickle: bool = False, cell: int = 4, depth_tol: float = 0.03,
                 progress: Optional[Callable[[int, int], None]] = None) -> dict:
@@ -552,7 +552,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-views", type=_ints, default=[0, 6, 12, 18])
     ap.add_argument("--holdout", type=float, default=0.2, help="fraction of last frames for the test split")
     ap.add_argument("--background", type=float, nargs=3, default=[0.0, 0.0, 0.0])
-    ap.add_argument("--body-model-id", default="smpl_neutral",
+    ap.add_argument("--body-model-id", default="smpl-neutral",
                     help="model_id of the SMPL body the data was fitted with (checked at training)")
     ap.add_argument("--trust-pickle", action="store_true",
                     help="allow reading the pickled annots.npy / params/*.npy (only for data you trust)")

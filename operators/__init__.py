@@ -3,7 +3,7 @@ import importlib
 
 # Modules with register()/unregister(), in registration order. Modules written by later
 # issues are added here as they land.
-_MODULE_NAMES = ("rig", "body_ops", "import_motion")
+_MODULE_NAMES = ("rig", "body_ops", "import_motion", "subject", "capture", "train_op")
 
 
 def _modules():

@@ -129,6 +129,48 @@ CLASSES = (NEURAL_AVATAR_PT_body, NEURAL_AVATAR_PT_shape, NEURAL_AVATAR_PT_avata
            NEURAL_AVATAR_PT_render, NEURAL_AVATAR_PT_render_passes)
 
 
+class NEURAL_AVATAR_PT_training(bpy.types.Panel):
+    bl_label = "Capture & Training"
+    bl_idname = "NEURAL_AVATAR_PT_training"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Neural Avatar"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.neural_avatar
+        col = layout.column(align=True)
+        col.label(text="Capture", icon="CAMERA_DATA")
+        col.operator("neural_avatar.add_demo_subject", icon="MOD_CLOTH")
+        col.prop(s, "capture_dir")
+        row = col.row(align=True)
+        row.prop(s, "capture_frames")
+        row.prop(s, "capture_res")
+        col.prop(s, "capture_engine")
+        col.prop(s, "capture_seed")
+        col.operator("neural_avatar.capture_dataset", icon="RENDER_ANIMATION")
+        col = layout.column(align=True)
+        col.label(text="Training", icon="NODETREE")
+        col.prop(s, "mode")
+        col.prop(s, "train_data")
+        col.prop(s, "train_out")
+        row = col.row(align=True)
+        row.prop(s, "train_steps")
+        row.prop(s, "train_res")
+        if s.train_running:
+            col.progress(factor=s.train_progress, text=s.train_status or "Training…") if hasattr(
+                col, "progress") else col.label(text=s.train_status)
+            col.operator("neural_avatar.cancel_training", icon="CANCEL")
+        else:
+            col.operator("neural_avatar.train", icon="PLAY")
+            if s.train_status:
+                col.label(text=s.train_status)
+
+
+CLASSES = CLASSES + (NEURAL_AVATAR_PT_training,)
+
+
 def register():
     for c in CLASSES:
         bpy.utils.register_class(c)

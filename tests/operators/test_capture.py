@@ -125,13 +125,14 @@ def test_resume_cancel_and_settings_guard(dressed, tmp_path):
 
     out = str(tmp_path / "ds")
     arm = s["armature"]
+    engine_before = bpy.context.scene.render.engine
     calls = []
     with pytest.raises(CancelledError, match="resume"):
         capture.capture_dataset(bpy.context, out, 3, 32, "WORKBENCH", seed=1, motions=_motions(3), arm=arm,
                                 progress=calls.append, should_stop=lambda: len(calls) >= 2)
     assert sorted(os.listdir(os.path.join(out, "images"))) == ["000000.png", "000001.png"]
     assert not os.path.exists(os.path.join(out, "dataset.json"))
-    assert bpy.context.scene.render.engine != "BLENDER_WORKBENCH" or True
+    assert bpy.context.scene.render.engine == engine_before  # settings restored after the cancel
     m0 = os.path.getmtime(os.path.join(out, "images", "000000.png"))
     r = capture.capture_dataset(bpy.context, out, 3, 32, "WORKBENCH", seed=1, motions=_motions(3), arm=arm)
     assert r["rendered"] == 1  # only the missing frame
