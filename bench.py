@@ -1,8 +1,11 @@
 """``python -m neural_avatar bench``: one entry for the benchmarks.
 
-``--core``: neural stages per mode and vertex scaling (pure torch, :mod:`.neural.bench_core`).
-``--engine``: F12 per mode vs Cycles and Workbench through Blender (:mod:`.engine.bench`).
-With neither flag both run. ``--json OUT`` writes the combined results.
+``--core``: per-stage ms of each neural mode at 256²/512² and the cost against vertex count
+(pure torch, :mod:`.neural.bench_core`; JSON ``{"device", "stages_ms", "vertex_scaling_ms"}``).
+``--engine``: F12 per mode next to Cycles (64 samples) and Workbench through Blender, the
+Blender I/O share, animation frames/s, peak memory and the AMASS import speed
+(:mod:`.engine.bench`; JSON ``{"device", "f12_ms", "io_share", "anim_fps", "peak_mem_mb", …}``).
+With neither flag both run in one process and the JSON holds both layouts' keys.
 """
 from __future__ import annotations
 
@@ -12,29 +15,30 @@ import os
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m neural_avatar bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m neural_avatar bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--core", action="store_true", help="neural core stages (no Blender)")
     p.add_argument("--engine", action="store_true", help="F12 through Blender vs Cycles/Workbench")
     p.add_argument("--json", help="write results here")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
-    a, rest = p.parse_known_args(argv)
+    p.add_argument("--device", default="AUTO", help="AUTO, CUDA, MPS or CPU")
+    p.add_argument("--quick", action="store_true", help="one repetition, short animation (smoke test)")
+    a = p.parse_args(argv)
     run_core = a.core or not a.engine
     run_engine = a.engine or not a.core
-    results = {}
+    results: dict = {}
     if run_core:
         from .neural import bench_core
 
-        results["core"] = bench_core.run(quick=a.quick) if hasattr(bench_core, "run") else bench_core.main(
-            rest + (["--quick"] if a.quick else []))
+        results.update(bench_core.run(quick=a.quick, device=a.device))
     if run_engine:
         from .engine import bench as engine_bench
 
-        results["engine"] = engine_bench.run(quick=a.quick)
+        eng = engine_bench.run(quick=a.quick)
+        results["device"] = results.get("device", eng["device"])
+        results.update({k: v for k, v in eng.items() if k != "device"})
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        payload = results["core"] if (run_core and not run_engine) else (
-            results["engine"] if (run_engine and not run_core) else results)
         with open(a.json, "w") as f:
-            json.dump(payload, f, indent=2)
+            json.dump(results, f, indent=2)
         print(f"wrote {a.json}")
     return 0

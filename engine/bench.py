@@ -80,5 +80,23 @@ def run(quick: bool = False, resolutions=(256, 512), anim_frames=None, log=print
             dt = time.perf_counter() - t0
             out["anim_fps"][name] = round(anim_frames / dt, 3)
             log(f"animation {name:<18} {anim_frames} frames: {out['anim_fps'][name]:.2f} frames/s")
+    out["import_10k_frames_s"] = round(_import_speed(bpy, body), 3)
+    log(f"AMASS import, 10,000-frame SMPL-H file: {out['import_10k_frames_s']:.2f} s")
     out["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
     return out
+
+
+def _import_speed(bpy, body, n=10000) -> float:
+    """Seconds to import a synthetic 10,000-frame AMASS SMPL-H file (120 fps, native rate)."""
+    import numpy as np
+
+    from ..operators.import_motion import import_motions
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench_poses.npz")
+        np.savez(path, poses=rng.normal(0, 0.3, (n, 156)), trans=rng.normal(0, 0.1, (n, 3)),
+                 mocap_framerate=np.array(120.0), gender=np.array("male"), betas=np.zeros(16))
+        t0 = time.perf_counter()
+        import_motions(bpy.context, body, [path])
+        return time.perf_counter() - t0

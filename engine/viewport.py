@@ -126,9 +126,10 @@ def _worker(st: _ViewState) -> None:
             st.error = err
             st.key = job["key"]
             st.last_job_s = dt
-            # Adapt the resolution towards TARGET_S per frame (cost ~ pixel count).
-            ratio = (TARGET_S / max(dt, 1e-3)) ** 0.5
-            st.scale = float(np.clip(st.scale * np.clip(ratio, 0.7, 1.3), MIN_SCALE, 1.0))
+            if img is not None:  # a failed job's time says nothing about the network's cost
+                # Adapt the resolution towards TARGET_S per frame (cost ~ pixel count).
+                ratio = (TARGET_S / max(dt, 1e-3)) ** 0.5
+                st.scale = float(np.clip(st.scale * np.clip(ratio, 0.7, 1.3), MIN_SCALE, 1.0))
             st.finished += 1
 
 

@@ -79,6 +79,8 @@ DRAW_TIMES: list = []
 MAIN_WORK: list = []  # (start, seconds, what) of main-thread work inside view_draw
 JOBS: list = []  # (start, seconds, width, height, thread name)
 TICKS: list = []  # (time, worker busy)
+CONTROL_TICKS: list = []  # driver ticks while orbiting with no inference (control)
+LOADS: list = []  # (start, seconds) of engine.avatars.load calls (cached after the first)
 
 
 def log(msg):
@@ -104,6 +106,7 @@ def finish(code):
         if d:
             REPORT[f"{what.strip('_')}_ms"] = {"n": len(d), "median": 1e3 * float(np.median(d)),
                                                "max": 1e3 * float(np.max(d))}
+    REPORT["avatar_loads"] = LOADS
     REPORT["jobs"] = [{"start_s": round(s, 3), "seconds": round(d, 4), "width": w, "height": h, "thread": th}
                       for s, d, w, h, th in JOBS]
     REPORT["ok"] = code == 0 and all(c["ok"] for c in REPORT["checks"].values())
@@ -187,6 +190,18 @@ def instrument(pkg):
                          threading.current_thread().name))
 
     final.run_bodies = run_bodies
+
+    avatars = importlib.import_module(pkg.__name__ + ".engine.avatars")
+    orig_load = avatars.load
+
+    def load(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return orig_load(*a, **kw)
+        finally:
+            LOADS.append((round(t0 - T0, 3), round(time.perf_counter() - t0, 4)))
+
+    avatars.load = load
     return vp, final
 
 
@@ -367,8 +382,13 @@ def compare_with_worker_image(crop, image, to_display):
            "expected_std": float(want.std()), "screen_std": float(got.std()),
            "worker_image_size": [iw, ih], "compared_pixels": int(diff.shape[0] * diff.shape[1])}
     if want.std() > 0.005:
-        a, b = got.mean(-1).ravel(), want.mean(-1).ravel()
-        out["correlation"] = float(np.corrcoef(a, b)[0, 1])
+        # structure: correlate 8x8 block means (averages out 8-bit quantisation, dithering and
+        # the GPU's texture filtering, which a faint untrained image is dominated by)
+        def blocks(x):
+            hh, ww = (x.shape[0] // 8) * 8, (x.shape[1] // 8) * 8
+            return x[:hh, :ww].mean(-1).reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel()
+
+        out["correlation"] = float(np.corrcoef(blocks(got), blocks(want))[0, 1])
     return out
 
 
@@ -383,6 +403,7 @@ class Driver:
         self.t_phase = time.perf_counter()
         self.pkg = self.vp = self.final = self.state = None
         self.arm = None
+        self.trained = False
         self.step = 0
         self.t_next = 0.0
         self.draws_at = 0
@@ -404,7 +425,9 @@ class Driver:
 
     def tick(self):
         now = time.perf_counter()
-        if self.phase not in ("boot",):
+        if self.phase == "control":
+            CONTROL_TICKS.append(now)
+        elif self.phase not in ("boot", "done"):
             TICKS.append((now, self.busy()))
         try:
             if now - T0 > ARGS.timeout:
@@ -553,7 +576,7 @@ class Driver:
         REPORT["job_seconds"] = {"n": len(job_s), "median": float(np.median(job_s)), "max": float(np.max(job_s))}
         if len(busy_gaps) < 5:
             check("ui_responsive", False, f"too few timer ticks while busy ({len(busy_gaps)})")
-            return
+            return 0.0
         busy_time = float(busy_gaps.sum())
         hz = len(busy_gaps) / busy_time
         REPORT["timer_while_inference"] = {
@@ -569,14 +592,16 @@ class Driver:
             in_draw += sum(max(0.0, min(b, s + d) - max(a, s)) for s, d, w in MAIN_WORK if w == "view_draw")
         REPORT["timer_while_inference"]["long_gaps"] = {
             "n": int(len(long_idx)), "total_s": round(float(gaps[long_idx].sum()), 3),
-            "in_view_draw_s": round(in_draw, 3)}
+            "in_view_draw_s": round(in_draw, 3),
+            "list": [[round(float(t[i] - T0), 3), round(float(gaps[i]), 3)] for i in long_idx]}
         idle_gaps = gaps[~busy[:-1]]
         if len(idle_gaps):
             REPORT["timer_idle"] = {"rate_hz": round(len(idle_gaps) / float(idle_gaps.sum()), 2),
                                     "max_gap_ms": round(1e3 * float(idle_gaps.max()), 2)}
-        check("ui_responsive", hz > 10.0,
-              f"driver timer fired at {hz:.1f} Hz (asked {1 / TICK_S:.0f}) during {busy_time:.1f} s of inference; "
-              f"max gap {1e3 * busy_gaps.max():.0f} ms")
+        REPORT["timer_while_inference"]["summary"] = (
+            f"driver timer fired at {hz:.1f} Hz (asked {1 / TICK_S:.0f}) during {busy_time:.1f} s of inference; "
+            f"max gap {1e3 * busy_gaps.max():.0f} ms")
+        return hz
 
     def phase_error(self, now):
         if self.step >= 0:  # first call: break the avatar
@@ -599,14 +624,42 @@ class Driver:
             red = (crop[..., 0] > 0.6) & (crop[..., 1] < 0.5) & (crop[..., 2] < 0.5)
             bottom = red[-80:, :].sum()
             check("error_text_visible", bottom > 50, f"{int(bottom)} red text pixels at the bottom of the view")
-            self.goto("done")
+            self.goto("control")
+            self.step = 0
+            self.t_next = now
             return
         if now - self.t_phase > 60:
             check("error_drawn_not_raised", False, f"no viewport error within 60 s (errors: {errs})")
             finish(1)
 
+    def phase_control(self, now):
+        """Control: the same orbit/redraw cadence with no inference (the body's avatar is missing,
+        so every job fails at once) shows what redraws alone cost on this machine's GL."""
+        if self.step < ARGS.orbit_steps:
+            if now >= self.t_next:
+                self.step += 1
+                win, area, region, space = view3d()
+                space.region_3d.view_rotation = _view_rotation(-15.0 * self.step)
+                area.tag_redraw()
+                self.t_next = now + 0.4
+            return
+        if now < self.t_next:
+            return
+        self.goto("done")
+
     def phase_done(self, now):
-        self.measure_timer_rate()  # again, over the whole run
+        hz = self.measure_timer_rate()  # over the whole run (orbit, mode switch, error)
+        g = np.diff(np.array(CONTROL_TICKS))
+        control_hz = len(g) / float(g.sum()) if len(g) > 5 else 0.0
+        REPORT["timer_control_no_inference"] = {
+            "rate_hz": round(control_hz, 2), "ticks": int(len(g)),
+            "median_gap_ms": round(1e3 * float(np.median(g)), 2) if len(g) else None,
+            "max_gap_ms": round(1e3 * float(g.max()), 2) if len(g) else None}
+        # Responsive: >10 Hz, or (where redraws alone are slow, e.g. software GL on a loaded
+        # machine) at least 70 % of the rate the same redraw cadence gets without inference.
+        ok = hz > 10.0 or (control_hz > 0 and hz >= 0.7 * control_hz)
+        check("ui_responsive", ok, f"{REPORT['timer_while_inference'].get('summary', '')}; "
+              f"same cadence without inference: {control_hz:.1f} Hz")
         finish(0)
 
 

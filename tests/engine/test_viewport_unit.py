@@ -251,10 +251,11 @@ def test_worker_error_is_kept_not_raised(monkeypatch):
     st = viewport._ViewState()
     viewport._submit(st, _job_k(20.0, "ok"))
     _finish(st)
-    good = st.image
+    good, scale = st.image, st.scale
     viewport._submit(st, _job_k(99.0, "bad"))
     _finish(st)
     assert "Avatar file not found" in st.error
+    assert st.scale == scale  # an instant failure must not push the next real job to full size
     assert st.image is good  # the last good picture stays on screen under the message
     assert st.key == "bad"  # the failed view is not resubmitted on every redraw
     assert st.finished == 2 and not st.thread.is_alive()

@@ -166,31 +166,39 @@ def test_cli_reports_errors_as_json(tmp_path, capsys):
     assert rc == 2 and ev["event"] == "error" and "does not exist" in ev["message"]
 
 
-def _ddp_worker(rank, world, port, data, out, result_q):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    cfg = _cfg(data, out, "VERTEX_PROJECTION", steps=3, batch=2, use_gan=False, stage1_fraction=1.0,
-               ckpt_every=0, avatar={"unet": {"width": 8, "depth": 3, "norm": "instance"}})
-    res = train(cfg, body_model=capsule_body())
-    result_q.put((rank, res["status"]))
+_DDP_WORKER = """
+import json, sys, torch
+from neural_avatar.neural.dataset import capsule_body
+from neural_avatar.neural.train import TrainConfig, train
+torch.set_num_threads(1)
+res = train(TrainConfig(**json.loads(sys.argv[1])), body_model=capsule_body())
+print("STATUS", res["status"])
+"""
 
 
 def test_ddp_two_gloo_processes_match_single_process(tmp_path, data, body):
+    """Two gloo processes launched the way torchrun does (RANK/WORLD_SIZE/MASTER_* env)."""
     import socket
+    import subprocess
+    import sys
 
-    import torch.multiprocessing as mp
-
-    cfg = _cfg(data, tmp_path / "single", "VERTEX_PROJECTION", steps=3, batch=2, use_gan=False,
-               stage1_fraction=1.0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 3, "norm": "instance"}})
-    train(cfg, body_model=body)
+    kw = dict(steps=3, batch=2, use_gan=False, stage1_fraction=1.0, ckpt_every=0,
+              avatar={"unet": {"width": 8, "depth": 3, "norm": "instance"}})
+    train(_cfg(data, tmp_path / "single", "VERTEX_PROJECTION", **kw), body_model=body)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.SimpleQueue()
-    mp.start_processes(_ddp_worker, args=(2, port, data, str(tmp_path / "ddp"), q), nprocs=2,
-                       join=True, start_method="spawn")
-    assert sorted(q.get() for _ in range(2)) == [(0, "finished"), (1, "finished")]
+    base = dict(data=str(data), mode="VERTEX_PROJECTION", out=str(tmp_path / "ddp"), log_every=1, val_every=0,
+                disc_width=8, perceptual="l1_msssim", threads=1, **kw)
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                   LOCAL_RANK=str(rank))
+        procs.append(subprocess.Popen([sys.executable, "-c", _DDP_WORKER, json.dumps(base)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert all("STATUS finished" in o for o in outs), outs
     single = [r for r in _records(tmp_path / "single") if "loss" in r]
     ddp = [r for r in _records(tmp_path / "ddp") if "loss" in r]
     assert [r["step"] for r in ddp] == [1, 2, 3]

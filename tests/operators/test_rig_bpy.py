@@ -41,6 +41,12 @@ def _smplx(model, betas, pose):
     elif model.model_type == "smplh":
         kw["left_hand_pose"] = torch.tensor(pose[None, 22:37].reshape(1, -1))
         kw["right_hand_pose"] = torch.tensor(pose[None, 37:52].reshape(1, -1))
+    elif model.model_type == "smplx":
+        kw["jaw_pose"] = torch.tensor(pose[None, 22])
+        kw["leye_pose"] = torch.tensor(pose[None, 23])
+        kw["reye_pose"] = torch.tensor(pose[None, 24])
+        kw["left_hand_pose"] = torch.tensor(pose[None, 25:40].reshape(1, -1))
+        kw["right_hand_pose"] = torch.tensor(pose[None, 40:55].reshape(1, -1))
     out = m(**kw, return_verts=True)
     return out.vertices[0].detach().numpy(), out.joints[0, :J].detach().numpy()
 
@@ -100,7 +106,10 @@ def test_default_body_matches_smplx_random_shapes_and_poses(addon):
 
 @pytest.mark.parametrize("model_type,enum", [("smpl", "SMPL"), ("smplh", "SMPLH"), ("smplx", "SMPLX")])
 def test_synthetic_models_with_correctives_match_smplx(addon, tmp_path, model_type, enum):
-    path = body.write_synthetic_model(tmp_path, model_type, "female")
+    # smplx's SMPL-X class reads a file and picks its extra keypoints by SMPL-X vertex ids,
+    # so the SMPL-X stand-in needs a mesh at least that large (as in tests/body).
+    n = 10000 if model_type == "smplx" else 300
+    path = body.write_synthetic_model(tmp_path, model_type, "female", num_verts=n)
     r = bpy.ops.neural_avatar.add_body(model=enum, gender="FEMALE", filepath=str(path))
     assert r == {"FINISHED"}
     arm = bpy.context.view_layer.objects.active
