@@ -199,7 +199,9 @@ def render_frame(engine, depsgraph) -> None:
 
 
 def _read_faces(arm_obj) -> np.ndarray:
-    mesh_obj = next((c for c in arm_obj.children if c.type == "MESH"), None)
+    from ..operators.rig import body_mesh
+
+    mesh_obj = body_mesh(arm_obj)
     me = mesh_obj.data
     me.calc_loop_triangles()
     tri = np.empty(len(me.loop_triangles) * 3, dtype=np.int32)

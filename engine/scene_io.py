@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import NeuralAvatarError
 from ..neural.camera import blender_camera_to_krt, effective_resolution
+from ..operators.rig import body_mesh
 
 
 @dataclass
@@ -72,7 +73,7 @@ def body_frames(depsgraph) -> list[BodyFrame]:
             continue
         if obj.hide_render:
             continue
-        mesh_obj = next((c for c in obj.children if c.type == "MESH"), None)
+        mesh_obj = body_mesh(obj)
         if mesh_obj is None or mesh_obj.hide_render:
             continue
         arm_eval = obj.evaluated_get(depsgraph)

@@ -610,7 +610,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     from .dataset import CaptureDataset, keyframes_by_coverage
     from . import metrics as M
 
-    device = torch.device(cfg.device)
+    from .device import pick_device
+
+    # "AUTO" / "CUDA" / "MPS" / "CPU" (the UI's names) or a torch device string ("cuda:1").
+    device = pick_device(cfg.device) if cfg.device.upper() in ("AUTO", "CUDA", "MPS", "CPU") else torch.device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     dd = _Dist(device)
@@ -755,7 +758,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 last_val = validate(step)
                 if last_val:
                     emit({"event": "validation", "step": step, **last_val})
-                    log_f.write(json.dumps({"step": step, "validation": last_val}) + "\n")
+                    log_f.write(json.dumps({"step": step, "loss": history[-1][1] if history else None, "validation": last_val}) + "\n")
                     log_f.flush()
                     if last_val["psnr_bbox"] > best:
                         best = last_val["psnr_bbox"]
@@ -770,7 +773,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
             if status == "finished":
                 last_val = validate(step) or last_val
                 if last_val:
-                    log_f.write(json.dumps({"step": step, "validation": last_val}) + "\n")
+                    log_f.write(json.dumps({"step": step, "loss": history[-1][1] if history else None, "validation": last_val}) + "\n")
                     emit({"event": "validation", "step": step, **last_val})
                     if last_val["psnr_bbox"] > best:
                         best = last_val["psnr_bbox"]
@@ -878,6 +881,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:
         emit({"event": "error", "message": str(e)})
+        return 2
+    except Exception as e:  # noqa: BLE001 - the Blender operator reads this line, never a bare traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        emit({"event": "error", "message": f"Training failed: {type(e).__name__}: {e}"})
         return 2
     return 0 if res["status"] == "finished" else 1
 

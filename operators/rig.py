@@ -73,11 +73,17 @@ def body_armatures(scene):
     return [o for o in scene.objects if o.type == "ARMATURE" and o.neural_avatar.is_body]
 
 
+BODY_MESH_TAG = "neural_avatar_body_mesh"
+
+
 def body_mesh(arm_obj):
-    for child in arm_obj.children:
-        if child.type == "MESH":
+    """The body's own mesh: the child tagged at creation (other children, e.g. clothes or
+    hair parented to the armature, are not the body); else the first mesh child."""
+    meshes = [c for c in arm_obj.children if c.type == "MESH"]
+    for child in meshes:
+        if child.get(BODY_MESH_TAG):
             return child
-    return None
+    return meshes[0] if meshes else None
 
 
 def find_body(context):
@@ -128,6 +134,7 @@ def create_body(context, model, name: str = "Body", model_type: str = "DEFAULT",
         for pb in arm_obj.pose.bones:
             pb.rotation_mode = "QUATERNION"
         mesh_obj.parent = arm_obj
+        mesh_obj[BODY_MESH_TAG] = True
         for j, jn in enumerate(names):
             vg = mesh_obj.vertex_groups.new(name=jn)
             w = model.weights[:, j]

@@ -88,8 +88,9 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
         device = s.device if s.device != "PREFERENCES" else (prefs.device if prefs else "AUTO")
         cmd = trainer_command(data, out, s.mode, s.train_steps, s.train_res, device, resume)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=s.mode)
-        threading.Thread(target=_reader, args=(proc,), daemon=True).start()
+        reader = threading.Thread(target=_reader, args=(proc,), daemon=True)
+        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=s.mode, reader=reader)
+        reader.start()
         s.train_running = True
         s.train_progress = 0.0
         s.train_status = "Starting…" + (" (resuming)" if resume else "")
@@ -127,6 +128,7 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
         return self._finish(context)
 
     def _finish(self, context):
+        _JOB["reader"].join(timeout=10)  # the last lines (done/error) are read before judging
         _pump(context)
         s = context.scene.neural_avatar
         s.train_running = False
@@ -140,7 +142,7 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
             s.train_status = f"Done: {os.path.basename(bundle)}"
             self.report({"INFO"}, f"Training finished; avatar {bundle}" + (f" set on {arm.name}" if arm else ""))
             return {"FINISHED"}
-        if result.get("event") == "cancelled" or rc == 1:
+        if result.get("event") == "cancelled":
             s.train_status = "Cancelled (checkpoint kept; Train again resumes)"
             self.report({"WARNING"}, s.train_status)
             return {"CANCELLED"}

@@ -55,7 +55,7 @@ def test_thirty_steps_reduce_the_loss(tmp_path, data, body, mode):
     events = []
     res = train(_cfg(data, tmp_path, mode), progress=events.append, body_model=body)
     assert res["status"] == "finished" and res["step"] == 30
-    recs = [r for r in _records(tmp_path) if "loss" in r]
+    recs = [r for r in _records(tmp_path) if "loss" in r and "validation" not in r]
     assert [r["step"] for r in recs] == list(range(1, 31))
     for key in ("loss", "lr", "elapsed_s", "eta_s"):
         assert key in recs[0]
@@ -101,8 +101,8 @@ def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, b
     assert not (b / "avatar.safetensors").exists()
     res = train(_cfg(data, b, mode, steps=31, ckpt_every=0, resume=True), body_model=body)
     assert res["status"] == "finished" and res["step"] == 31
-    la = [r for r in _records(a) if r.get("step") == 31 and "loss" in r][0]
-    lb = [r for r in _records(b) if r.get("step") == 31 and "loss" in r][-1]
+    la = [r for r in _records(a) if r.get("step") == 31 and "loss" in r and "validation" not in r][0]
+    lb = [r for r in _records(b) if r.get("step") == 31 and "loss" in r and "validation" not in r][-1]
     assert lb["loss"] == pytest.approx(la["loss"], rel=1e-6, abs=1e-7)
     assert lb["pixel"] == pytest.approx(la["pixel"], rel=1e-6, abs=1e-7)
 
@@ -115,7 +115,7 @@ def test_multi_identity_textures(tmp_path, body):
     out = tmp_path / "out"
     res = train(_cfg(str(d), out, "NEURAL_TEXTURE", steps=6, use_gan=False), body_model=body)
     assert res["status"] == "finished"
-    recs = [r for r in _records(out) if "loss" in r]
+    recs = [r for r in _records(out) if "loss" in r and "validation" not in r]
     assert {r["identity"] for r in recs} == {0, 1}
     a0 = load_bundle(out / "avatar", expected_mode="NEURAL_TEXTURE")
     a1 = load_bundle(out / "avatar_subject1", expected_mode="NEURAL_TEXTURE")
@@ -199,8 +199,8 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path, data, body):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert all("STATUS finished" in o for o in outs), outs
-    single = [r for r in _records(tmp_path / "single") if "loss" in r]
-    ddp = [r for r in _records(tmp_path / "ddp") if "loss" in r]
+    single = [r for r in _records(tmp_path / "single") if "loss" in r and "validation" not in r]
+    ddp = [r for r in _records(tmp_path / "ddp") if "loss" in r and "validation" not in r]
     assert [r["step"] for r in ddp] == [1, 2, 3]
     for a, b in zip(single, ddp):  # same global batch: same loss, same updates
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
