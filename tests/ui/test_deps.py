@@ -46,3 +46,26 @@ def test_add_to_path(tmp_path):
     finally:
         if d in sys.path:
             sys.path.remove(d)
+
+
+@pytest.mark.bpy
+def test_install_operator_in_blender(addon, tmp_path):
+    bpy = addon
+    target = str(tmp_path / "deps")
+    r = bpy.ops.neural_avatar.install_dependencies(variant="DEFAULT", target=target, packages="six==1.16.0")
+    assert r == {"FINISHED"}
+    assert target in sys.path  # importable right away, no restart
+    try:
+        import importlib.util
+
+        assert importlib.util.find_spec("six").origin.startswith(target)
+    finally:
+        sys.path.remove(target)
+
+
+@pytest.mark.bpy
+def test_install_operator_reports_failure(addon, tmp_path):
+    bpy = addon
+    with pytest.raises(RuntimeError, match="failed"):
+        bpy.ops.neural_avatar.install_dependencies(variant="DEFAULT", target=str(tmp_path / "d"),
+                                                   packages="this-package-does-not-exist-na==9.9.9")
