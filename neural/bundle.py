@@ -46,7 +46,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(target: Path, write) -> None:
+def atomic_write(target: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``target``, fsync, rename over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -96,7 +96,7 @@ def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None) -> tuple[P
         text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise BundleError(f"The bundle metadata cannot be written as JSON: {e}") from e
-    _atomic_write(st_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "mode": cfg.mode}))
+    atomic_write(st_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "mode": cfg.mode}))
     meta["tensors_sha256"] = _sha256(st_path)
     text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
 
@@ -104,7 +104,7 @@ def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None) -> tuple[P
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _atomic_write(js_path, write_json)
+    atomic_write(js_path, write_json)
     return st_path, js_path
 
 

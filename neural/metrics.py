@@ -18,8 +18,6 @@ with ``torch.load(weights_only=True)`` without importing their packages.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 from typing import Dict, Optional, Sequence
 
@@ -28,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import NeuralAvatarError
-from .vgg import LAYER_CHANNELS, VGG16Features, find_vgg16_weights, load_vgg16, stlpips_lin_heads
+from .vgg import LAYER_CHANNELS, VGG16Features, find_vgg16_weights, load_vgg16, package_file, stlpips_lin_heads
 
 __all__ = [
     "psnr",
@@ -153,17 +151,7 @@ masked_ssim = ssim
 
 
 def _lpips_package_heads_path() -> Optional[str]:
-    try:
-        spec = importlib.util.find_spec("lpips")  # locate without importing (it imports torchvision)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = os.path.join(loc, "weights", "v0.1", "vgg.pth")
-        if os.path.isfile(p):
-            return p
-    return None
+    return package_file("lpips", "weights", "v0.1", "vgg.pth")
 
 
 def _describe_source() -> str:

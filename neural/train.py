@@ -47,7 +47,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,18 +220,10 @@ class _Dist:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Checkpoints are written like bundles: temp file, fsync, rename (never half-written)."""
+    from .bundle import atomic_write
+
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def _rng_state() -> Dict[str, torch.Tensor]:

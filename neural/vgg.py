@@ -154,18 +154,24 @@ class VGG16Features(nn.Module):
 # --------------------------------------------------------------------------- weights
 
 
-def _stlpips_weights_path() -> Optional[str]:
+def package_file(package: str, *parts: str) -> Optional[str]:
+    """Path of a data file shipped inside an installed package, located with ``find_spec``
+    without importing the package (stlpips and lpips import torchvision, which fails here)."""
     try:
-        spec = importlib.util.find_spec("stlpips_pytorch")  # does not import the package
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for loc in spec.submodule_search_locations:
-        p = os.path.join(loc, "weights", "vST0.0", "vgg_shift_tolerant.pth")
+        p = os.path.join(loc, *parts)
         if os.path.isfile(p):
             return p
     return None
+
+
+def _stlpips_weights_path() -> Optional[str]:
+    return package_file("stlpips_pytorch", "weights", "vST0.0", "vgg_shift_tolerant.pth")
 
 
 def _torch_cache_paths() -> List[str]:
