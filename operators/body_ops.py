@@ -103,11 +103,4 @@ CLASSES = (NEURAL_AVATAR_OT_add_body, NEURAL_AVATAR_OT_randomize_shape, NEURAL_A
            NEURAL_AVATAR_OT_reset_pose)
 
 
-def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

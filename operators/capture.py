@@ -615,14 +615,7 @@ class NEURAL_AVATAR_OT_capture_dataset(bpy.types.Operator):
 CLASSES = (NEURAL_AVATAR_OT_capture_dataset,)
 
 
-def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
 
 
 # ------------------------------------------------------------------------------ CLI

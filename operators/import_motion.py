@@ -148,11 +148,4 @@ class NEURAL_AVATAR_OT_import_motion(bpy.types.Operator):
 CLASSES = (NEURAL_AVATAR_OT_import_motion,)
 
 
-def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

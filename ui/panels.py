@@ -171,11 +171,4 @@ class NEURAL_AVATAR_PT_training(bpy.types.Panel):
 CLASSES = CLASSES + (NEURAL_AVATAR_PT_training,)
 
 
-def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
