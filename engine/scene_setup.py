@@ -72,6 +72,9 @@ def pelvis_world(arm_obj) -> np.ndarray:
     return np.array(arm_obj.matrix_world @ pb.head)
 
 
+TRAINED_RES = 128  # capture resolution of the shipped default avatars (data/avatars/*.json)
+
+
 def body_centre(arm_obj) -> np.ndarray:
     """Centre of the body's bounding box (world), from the posed joints (cheap)."""
     heads = np.array([arm_obj.matrix_world @ pb.head for pb in arm_obj.pose.bones])
@@ -110,7 +113,9 @@ def demo_scene(res=256, motion_path=None, frames=None, mode="VERTEX_PROJECTION",
             scene.frame_end = scene.frame_start + frames - 1
     scene.frame_set(scene.frame_start)
     cam = add_camera(scene)
-    follow_camera(scene, cam, body, yaw_deg=yaw_deg)
+    # Frame the body at the pixel scale the shipped avatars were trained at (bodies filling a
+    # 128² capture): at larger resolutions the camera steps back instead of magnifying the body.
+    follow_camera(scene, cam, body, yaw_deg=yaw_deg, margin=1.1 * max(1.0, res / TRAINED_RES))
     setup_render(scene, res=res)
     scene.neural_avatar.mode = mode
     return scene, body
