@@ -90,11 +90,16 @@ def test_f12_each_mode_paints_the_body(addon, tmp_path):
 def test_pose_change_changes_image_and_animation_writes_every_frame(addon, tmp_path):
     scene, arm = _scene(addon, transparent=False)
     scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    action = arm.animation_data.action
+    arm.animation_data.action = None  # pose by hand (the imported action would override it)
     a = _render(scene, tmp_path / "a.png").astype(np.float32)
     arm.pose.bones["left_shoulder"].rotation_quaternion = (0.707, 0.0, 0.0, 0.707)
     arm.pose.bones["right_knee"].rotation_quaternion = (0.8, 0.6, 0.0, 0.0)
     b = _render(scene, tmp_path / "b.png").astype(np.float32)
     assert np.abs(a - b).mean() > 0.5
+    arm.animation_data.action = action
+    if hasattr(arm.animation_data, "action_slot") and action.slots:
+        arm.animation_data.action_slot = action.slots[0]
     scene.frame_start, scene.frame_end = 1, 3
     scene.render.filepath = str(tmp_path / "anim" / "f_")
     state.clear_error()
