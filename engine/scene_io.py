@@ -88,10 +88,24 @@ def body_frames(depsgraph) -> list[BodyFrame]:
         mw = np.array(me_eval_obj.matrix_world, dtype=np.float32)
         verts = co.reshape(n, 3) @ mw[:3, :3].T + mw[:3, 3]
         aw = np.array(arm_eval.matrix_world, dtype=np.float32)
-        heads = np.array([pb.head for pb in arm_eval.pose.bones], dtype=np.float32).reshape(-1, 3)
+        # In the model's joint order (pose.bones iterates the hierarchy, not the model's order).
+        pbs = arm_eval.pose.bones
+        names = joint_order(obj)
+        heads = np.array([pbs[n].head for n in names], dtype=np.float32).reshape(-1, 3)
         joints = heads @ aw[:3, :3].T + aw[:3, 3]
         out.append(BodyFrame(obj.name, verts, joints, obj.neural_avatar.model_id, obj.neural_avatar.avatar))
     return out
+
+
+def joint_order(arm_obj) -> list:
+    """Bone names in the body model's joint order (the order networks and bundles expect)."""
+    from ..operators.rig import model_for
+
+    try:
+        names = list(model_for(arm_obj).joint_names)
+    except Exception:  # noqa: BLE001 - a rig whose model file is gone: fall back to its bones
+        names = [b.name for b in arm_obj.data.bones]
+    return [n for n in names if n in arm_obj.pose.bones]
 
 
 def world_color(scene) -> np.ndarray:

@@ -215,3 +215,15 @@ def test_cancel_stops_between_bodies(addon, tmp_path):
 
     final.render_frame(FakeEngine(), bpy.context.evaluated_depsgraph_get())
     assert "cancelled" in state.LAST_ERROR.lower() and not FakeEngine.written
+
+
+def test_body_frames_joints_are_in_model_order(addon):
+    """Networks expect joints in the model's order; Blender iterates bones by hierarchy."""
+    from neural_avatar import body
+    from neural_avatar.engine import scene_io
+
+    scene, arm = _scene(addon, res=32)
+    bf = scene_io.body_frames(bpy.context.evaluated_depsgraph_get())[0]
+    mw = arm.matrix_world
+    expect = np.array([mw @ arm.pose.bones[n].head for n in body.SMPL_JOINT_NAMES], dtype=np.float32)
+    np.testing.assert_allclose(bf.joints, expect, atol=1e-5)
