@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test test-pure test-bpy test-viewport bench build-body build-motions extension clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	@bash tools/ensure_system_libs.sh
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@# make the repo importable as `neural_avatar` inside the venv
 	ln -sfn "$(CURDIR)" "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/neural_avatar"
 	@touch $(STAMP)
