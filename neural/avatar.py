@@ -310,10 +310,10 @@ class NeuralTextureAvatar(Avatar):
         from .raster import LaplacianPyramidTexture
 
         super().__init__(config)
-        faces = torch.as_tensor(np.asarray(faces, dtype=np.int64) if not torch.is_tensor(faces) else faces).long()
-        uv_faces = torch.as_tensor(np.asarray(uv_faces, dtype=np.int64) if not torch.is_tensor(uv_faces)
+        faces = torch.as_tensor(np.array(faces, dtype=np.int64) if not torch.is_tensor(faces) else faces).long()
+        uv_faces = torch.as_tensor(np.array(uv_faces, dtype=np.int64) if not torch.is_tensor(uv_faces)
                                    else uv_faces).long()
-        uv = torch.as_tensor(np.asarray(uv, dtype=np.float32) if not torch.is_tensor(uv) else uv).float()
+        uv = torch.as_tensor(np.array(uv, dtype=np.float32) if not torch.is_tensor(uv) else uv).float()
         if faces.ndim != 2 or faces.shape[1] != 3 or uv_faces.shape != faces.shape:
             raise NeuralAvatarError("NEURAL_TEXTURE needs faces (F,3) and UV faces of the same shape.")
         if uv.ndim != 2 or uv.shape[1] != 2:
@@ -368,7 +368,7 @@ class GaussianBonesAvatar(Avatar):
 
     def __init__(self, config: AvatarConfig, parents):
         super().__init__(config)
-        parents = torch.as_tensor(np.asarray(parents, dtype=np.int64) if not torch.is_tensor(parents) else parents).long()
+        parents = torch.as_tensor(np.array(parents, dtype=np.int64) if not torch.is_tensor(parents) else parents).long()
         J = config.num_joints
         if parents.shape != (J,):
             raise NeuralAvatarError(f"The skeleton has {parents.shape[0]} joints, the config {J}.")
