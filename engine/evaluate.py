@@ -254,13 +254,7 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
                                  vertex_colors=subj["vertex_colors"])
         job.plan = {k: plan[k] for k in ("split", "motion_index", "frame_in_motion", "poses", "transl",
                                          "yaw_rel", "cam_world", "target", "sector")}
-        try:
-            while not job.finished:
-                info = job.step()
-                if progress is not None:
-                    progress(info)
-        finally:
-            job.cleanup()
+        job.run(progress)
         secs = job.frame_seconds
         return {"rendered": job.rendered, "seconds_per_frame": float(np.mean(secs)) if secs else 0.0,
                 "engine": settings["engine"], "reused": False}

@@ -386,6 +386,20 @@ class CaptureJob:
             self.cleanup()
             raise
 
+    def run(self, progress=None, should_stop=None):
+        """Render every remaining frame (``step()`` until finished), then clean up.
+        ``should_stop()`` returning True raises :class:`CancelledError` (frames done stay)."""
+        try:
+            while not self.finished:
+                if should_stop is not None and should_stop():
+                    raise CancelledError(f"Capture cancelled after {self.i} of {self.N} frames; run it "
+                                         "again with the same settings to resume.")
+                info = self.step()
+                if progress is not None:
+                    progress(info)
+        finally:
+            self.cleanup()
+
     def cleanup(self):
         if self.state is not None:
             self.state.restore()
@@ -492,16 +506,7 @@ def capture_dataset(context, out_dir: str, frames: int, res: int, engine: str = 
     later run with the same settings resumes). Returns a summary dict."""
     arm = arm or _pick_body(context)
     job = CaptureJob(context, arm, out_dir, frames, res, engine, seed, motions, **kw)
-    try:
-        while not job.finished:
-            if should_stop is not None and should_stop():
-                raise CancelledError(f"Capture cancelled after {job.i} of {job.N} frames; run it again "
-                                     "with the same settings to resume.")
-            info = job.step()
-            if progress is not None:
-                progress(info)
-    finally:
-        job.cleanup()
+    job.run(progress, should_stop)
     secs = job.frame_seconds
     return {"out_dir": job.out_dir, "frames": job.N, "rendered": job.rendered,
             "seconds_per_frame": float(np.mean(secs)) if secs else 0.0, "engine": job.engine_req}
