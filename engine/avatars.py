@@ -34,14 +34,6 @@ def resolve_path(avatar_setting: str, mode: str, model_id: str, abspath=None) ->
 
 
 def load(path: str, mode: str, model_id: str, device: str):
-    """Load (or reuse) the bundle at ``path`` for ``mode`` on ``device``."""
-    from ..neural.bundle import load_bundle
-
-    key = (os.path.abspath(path), os.path.getmtime(path), mode, str(device))
-    avatar = cache.get(key)
-    if avatar is None:
-        # A different version of the same file (or another mode) replaces the old entry.
-        cache.release_unused(keep=[k for k in cache.keys() if k[0] != key[0] or k[3] != key[3]])
-        avatar = load_bundle(path, device=device, expected_mode=mode, expected_body=model_id or None)
-        cache.put(key, avatar)
-    return avatar
+    """Load (or reuse) the bundle at ``path`` for ``mode`` on ``device``; the mode and body
+    checks run on every call, a changed file is reloaded."""
+    return cache.models().get(path, device=device, expected_mode=mode, expected_body=model_id or None)

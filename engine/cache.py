@@ -1,43 +1,22 @@
-"""Per-device cache of loaded avatars (models), released on unregister and when avatars change."""
+"""The engine's avatar cache: one :class:`..neural.device.ModelCache` (thread-safe, per file
+version and device, least recently used out), released on unregister and when an avatar changes."""
 from __future__ import annotations
 
-_CACHE: dict = {}
+MAX_AVATARS = 8  # distinct bundles kept loaded (several bodies × modes in one scene)
+
+_CACHE = None
 
 
-def get(key):
-    return _CACHE.get(key)
+def models():
+    global _CACHE
+    if _CACHE is None:
+        from ..neural.device import ModelCache
+
+        _CACHE = ModelCache(max_entries=MAX_AVATARS)
+    return _CACHE
 
 
-def put(key, value):
-    _CACHE[key] = value
-
-
-def keys():
-    return list(_CACHE)
-
-
-def release_unused(keep=None) -> int:
-    """Drop cached models whose key is not in ``keep`` (default: drop all). Returns how many."""
-    keep = set(keep or ())
-    drop = [k for k in _CACHE if k not in keep]
-    for k in drop:
-        del _CACHE[k]
-    if drop:
-        _empty_device_caches()
-    return len(drop)
-
-
-def clear():
-    return release_unused()
-
-
-def _empty_device_caches():
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if hasattr(torch, "mps") and torch.backends.mps.is_available():
-            torch.mps.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass
+def clear() -> None:
+    """Drop every loaded model and give device memory back."""
+    if _CACHE is not None:
+        _CACHE.clear()

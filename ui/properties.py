@@ -61,7 +61,7 @@ def _betas_changed(self, context):
 def _avatar_changed(self, context):
     from ..engine import cache
 
-    cache.release_unused()
+    cache.clear()
 
 
 class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
