@@ -95,8 +95,6 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
         layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name}
         if want_depth and faces_for is not None:
-            from ..neural.camera import crop_krt  # noqa: F401  (K already shifted above)
-
             cam_crop = scene_io.CameraFrame(K, cam.R, cam.t, w, h, (0, 0, w, h))
             layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))
         layers.append(layer)

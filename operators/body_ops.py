@@ -62,11 +62,7 @@ class NEURAL_AVATAR_OT_randomize_shape(_BodyOperator, bpy.types.Operator):
         rng = np.random.default_rng(self.seed or None)
         betas = np.zeros(len(s.betas))
         betas[: s.num_betas] = rng.normal(0.0, self.sigma, s.num_betas)
-        try:
-            s.betas = betas.tolist()  # one update → one rest-shape rebuild
-        except NeuralAvatarError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        s.betas = betas.tolist()  # one update → one rest-shape rebuild
         return {"FINISHED"}
 
 
