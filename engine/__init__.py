@@ -8,6 +8,6 @@ def register():
 
 
 def unregister():
-    viewport.release_all()
-    render_engine.unregister()
-    cache.clear()
+    from .. import unregister_in_order
+
+    unregister_in_order([viewport.release_all, render_engine.unregister, cache.clear])

@@ -33,6 +33,18 @@ def resolve_path(avatar_setting: str, mode: str, model_id: str, abspath=None) ->
     return path
 
 
+def resolve(avatar_setting: str, scene_mode: str, model_id: str, abspath=None) -> tuple[str, str]:
+    """``(bundle path, mode)`` for a body. A body with its own avatar renders with the mode that
+    avatar was trained for (read from its JSON); the scene's mode only picks the shipped default
+    for bodies without one."""
+    path = resolve_path(avatar_setting, scene_mode, model_id, abspath)
+    if not avatar_setting:
+        return path, scene_mode
+    from ..neural.bundle import read_bundle_meta
+
+    return path, read_bundle_meta(path)["mode"]
+
+
 def load(path: str, mode: str, model_id: str, device: str):
     """Load (or reuse) the bundle at ``path`` for ``mode`` on ``device``; the mode and body
     checks run on every call, a changed file is reloaded."""

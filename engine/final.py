@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
+from ..deps import np
 
 from ..errors import CancelledError, NeuralAvatarError
 from . import avatars, scene_io, state
@@ -20,6 +20,7 @@ PASSES = {  # name → (channels, chan_id, type)
     "Neural Depth": (1, "Z", "VALUE"),
 }
 TIMINGS: dict = {}  # last frame's stage timings (s), read by the benchmark
+LAST_BODY_MODES: dict = {}  # body name → the mode it was rendered in (last frame; UI and tests)
 
 
 def wanted_passes(settings) -> list[str]:
@@ -58,20 +59,27 @@ def _depth_map(body: "scene_io.BodyFrame", faces, cam, size) -> np.ndarray:
     return np.where(np.isfinite(d), d, 0.0).astype(np.float32)
 
 
+RENDER_MODULES = ("numpy", "torch", "safetensors")  # what a neural render imports
+
+
 def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None, test_break=None,
                progress=None, faces_for=None, want_depth=False):
-    """Run every body's avatar; returns per-body layers for :func:`composite_layers`."""
+    """Run every body's avatar; returns per-body layers for :func:`composite_layers`.
+
+    ``mode`` is the scene's: it picks the shipped default for bodies without an avatar; a body
+    with its own avatar renders in that avatar's mode (:func:`.avatars.resolve`)."""
     import torch
 
     from ..neural.avatar import FrameInputs
 
     x0, y0, w, h = cam.border
     layers = []
+    LAST_BODY_MODES.clear()
     for i, b in enumerate(bodies):
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
-        path = avatars.resolve_path(b.avatar_path, mode, b.model_id, abspath)
-        avatar = _load_with_fallback(path, mode, b.model_id, device)
+        path, body_mode = avatars.resolve(b.avatar_path, mode, b.model_id, abspath)
+        avatar = _load_with_fallback(path, body_mode, b.model_id, device)
         dev = avatar.device
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
@@ -84,7 +92,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             out = avatar.render(frame, precision=precision)
         except torch.OutOfMemoryError:
             state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
-            avatar = avatars.load(path, mode, b.model_id, "cpu")
+            avatar = avatars.load(path, body_mode, b.model_id, "cpu")
             out = avatar.render(frame, precision="fp32")
         rgb = out["rgb_fg"][0].permute(1, 2, 0).cpu().numpy()
         mask = out["mask"][0, 0].cpu().numpy()
@@ -93,11 +101,13 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "
                                     "The bundle may be corrupt or trained with a diverged run.")
         zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
-        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name}
+        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name,
+                 "mode": body_mode}
         if want_depth and faces_for is not None:
             cam_crop = scene_io.CameraFrame(K, cam.R, cam.t, w, h, (0, 0, w, h))
             layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))
         layers.append(layer)
+        LAST_BODY_MODES[b.name] = body_mode
         if progress is not None:
             progress((i + 1) / max(1, len(bodies)))
     return layers
@@ -123,6 +133,9 @@ def render_frame(engine, depsgraph) -> None:
     t_start = time.perf_counter()
     timings = {"io": 0.0, "neural": 0.0, "composite": 0.0}
     try:
+        from .. import deps
+
+        deps.require(*RENDER_MODULES, feature="Neural Avatar rendering")
         t0 = time.perf_counter()
         cam = scene_io.camera_frame(scene, scene.camera)
         bodies = scene_io.body_frames(depsgraph)
@@ -177,23 +190,39 @@ def render_frame(engine, depsgraph) -> None:
         scene_io.write_result(engine, x0, cam.height - (y0 + h), comp["rgba"], extra)
         timings["io"] += time.perf_counter() - t0
         engine.update_progress(1.0)
-    except CancelledError as e:
-        state.record_error(str(e))
-    except NeuralAvatarError as e:
-        engine.error_set(str(e))
-        state.record_error(str(e))
-        engine.report({"ERROR"}, str(e))
-    except Exception as e:  # noqa: BLE001 - the render must not die silently
-        import traceback
-
-        msg = f"Neural Avatar render failed: {type(e).__name__}: {e}"
-        traceback.print_exc()
-        engine.error_set(msg)
-        state.record_error(msg)
+    except BaseException as e:  # noqa: BLE001 - every failure is reported; none leaves a saved frame
+        fail(engine, e)
     timings["total"] = time.perf_counter() - t_start
     TIMINGS.clear()
     TIMINGS.update(timings)
     state.record_frame(scene.frame_current, timings)
+
+
+def error_message(e: BaseException) -> str:
+    """What the user reads for a failure: a project error's own words, otherwise its type and text."""
+    if isinstance(e, NeuralAvatarError):
+        return str(e)
+    if isinstance(e, KeyboardInterrupt):
+        return "Render interrupted."
+    if isinstance(e, MemoryError):
+        return "Neural Avatar ran out of memory rendering this frame. Lower the resolution or close other programs."
+    return f"Neural Avatar render failed: {type(e).__name__}: {e}"
+
+
+def fail(engine, e: BaseException) -> None:
+    """Report a failed (or cancelled) frame as an ERROR: Blender then writes no file for it and
+    stops an animation. Recorded in :mod:`.state` for the UI and tests."""
+    msg = error_message(e)
+    if not isinstance(e, NeuralAvatarError):
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__)
+    state.record_error(msg)
+    try:
+        engine.error_set(msg)
+        engine.report({"ERROR"}, msg)
+    except Exception:  # noqa: BLE001 - the engine may already be freed
+        pass
 
 
 def _read_faces(arm_obj) -> np.ndarray:

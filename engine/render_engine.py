@@ -1,6 +1,7 @@
 """The NEURAL_AVATAR RenderEngine: a thin shell forwarding to module functions."""
 import bpy
 
+from .. import classes_registrar, register_in_order, unregister_in_order
 from . import final, viewport
 
 
@@ -52,8 +53,7 @@ def _compatible_panels():
 _ADDED = []
 
 
-def register():
-    bpy.utils.register_class(NeuralAvatarRenderEngine)
+def _add_compat():
     for name in _compatible_panels():
         cls = getattr(bpy.types, name)
         if "NEURAL_AVATAR" not in cls.COMPAT_ENGINES:
@@ -61,8 +61,18 @@ def register():
             _ADDED.append(cls)
 
 
-def unregister():
+def _remove_compat():
     for cls in _ADDED:
         cls.COMPAT_ENGINES.discard("NEURAL_AVATAR")
     _ADDED.clear()
-    bpy.utils.unregister_class(NeuralAvatarRenderEngine)
+
+
+_register_class, _unregister_class = classes_registrar((NeuralAvatarRenderEngine,))
+
+
+def register():
+    register_in_order([(_register_class, _unregister_class), (_add_compat, _remove_compat)])
+
+
+def unregister():
+    unregister_in_order([_remove_compat, _unregister_class])

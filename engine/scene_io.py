@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from ..deps import lazy, np
 
 from ..errors import NeuralAvatarError
-from ..neural.camera import blender_camera_to_krt, effective_resolution
 from ..operators.rig import body_mesh
+
+_camera = lazy("..neural.camera", __package__)  # torch: imported at the first render
 
 
 @dataclass
@@ -35,7 +36,7 @@ class CameraFrame:
 
 def render_size(scene) -> tuple[int, int]:
     r = scene.render
-    return effective_resolution(r.resolution_x, r.resolution_y, r.resolution_percentage)
+    return _camera.effective_resolution(r.resolution_x, r.resolution_y, r.resolution_percentage)
 
 
 def camera_frame(scene, camera_obj=None, size=None) -> CameraFrame:
@@ -51,7 +52,7 @@ def camera_frame(scene, camera_obj=None, size=None) -> CameraFrame:
                                 f"{data.type.lower()}.")
     r = scene.render
     W, H = size or render_size(scene)
-    K, R, t = blender_camera_to_krt(
+    K, R, t = _camera.blender_camera_to_krt(
         np.array(cam.matrix_world, dtype=np.float64), data.lens, data.sensor_width, data.sensor_height,
         data.sensor_fit, data.shift_x, data.shift_y, W, H, r.pixel_aspect_x, r.pixel_aspect_y)
     border = (0, 0, W, H)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import bpy
-import numpy as np
+from ..deps import np
 from mathutils import Vector
 
 

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-import numpy as np
+from ..deps import np
 
 from . import scene_io, state
 
@@ -188,6 +188,13 @@ def _ensure_poll(st: _ViewState) -> None:
 def view_draw(engine, context, depsgraph) -> None:
     import bpy
 
+    from .. import deps
+    from .final import RENDER_MODULES
+
+    missing = deps.missing_modules(RENDER_MODULES)
+    if missing:  # a stock Blender: say what to install instead of drawing
+        _draw_text(context, deps.dependency_message(missing, "The Neural Avatar viewport"), error=True)
+        return
     st = _state(engine)
     scene = depsgraph.scene
     settings = scene.neural_avatar

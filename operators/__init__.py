@@ -1,6 +1,8 @@
 """Blender operators (``neural_avatar.<verb>``) and the bpy code they drive."""
 import importlib
 
+from .. import modules_registrar
+
 # Modules with register()/unregister(), in registration order. Modules written by later
 # issues are added here as they land.
 _MODULE_NAMES = ("rig", "body_ops", "import_motion", "subject", "capture", "train_op")
@@ -10,11 +12,4 @@ def _modules():
     return [importlib.import_module(f".{n}", __name__) for n in _MODULE_NAMES]
 
 
-def register():
-    for m in _modules():
-        m.register()
-
-
-def unregister():
-    for m in reversed(_modules()):
-        m.unregister()
+register, unregister = modules_registrar(_modules)

@@ -1,11 +1,14 @@
 """Operators that add bodies and edit their shape."""
 import bpy
-import numpy as np
+
+from .. import classes_registrar
+from ..deps import np
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..errors import NeuralAvatarError
 from ..ui.properties import GENDER_ITEMS, MODEL_ITEMS
 from . import rig
+from .rig import deps_ok
 
 
 class NEURAL_AVATAR_OT_add_body(bpy.types.Operator):
@@ -22,6 +25,8 @@ class NEURAL_AVATAR_OT_add_body(bpy.types.Operator):
     name: StringProperty(name="Name", default="Body")
 
     def execute(self, context):
+        if not deps_ok(self, "numpy", feature="Add Body"):
+            return {"CANCELLED"}
         if context.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
         try:
@@ -57,6 +62,8 @@ class NEURAL_AVATAR_OT_randomize_shape(_BodyOperator, bpy.types.Operator):
     seed: IntProperty(name="Seed", default=0, description="0: a new random shape each time")
 
     def execute(self, context):
+        if not deps_ok(self, "numpy", feature="Randomize Shape"):
+            return {"CANCELLED"}
         arm = rig.find_body(context)
         s = arm.neural_avatar
         rng = np.random.default_rng(self.seed or None)
@@ -99,4 +106,4 @@ CLASSES = (NEURAL_AVATAR_OT_add_body, NEURAL_AVATAR_OT_randomize_shape, NEURAL_A
            NEURAL_AVATAR_OT_reset_pose)
 
 
-register, unregister = bpy.utils.register_classes_factory(CLASSES)
+register, unregister = classes_registrar(CLASSES)

@@ -42,7 +42,9 @@ import tempfile
 import time
 
 import bpy
-import numpy as np
+
+from .. import classes_registrar
+from ..deps import np
 
 from ..errors import CancelledError, DatasetError, NeuralAvatarError
 from . import rig, subject
@@ -551,6 +553,8 @@ class NEURAL_AVATAR_OT_capture_dataset(bpy.types.Operator):
                           _ENGINE_PROP.get(s.capture_engine, s.capture_engine), int(s.capture_seed))
 
     def execute(self, context):
+        if not rig.deps_ok(self, "numpy", feature="Capture"):
+            return {"CANCELLED"}
         try:
             job = self._make_job(context)
         except NeuralAvatarError as e:
@@ -620,7 +624,7 @@ class NEURAL_AVATAR_OT_capture_dataset(bpy.types.Operator):
 CLASSES = (NEURAL_AVATAR_OT_capture_dataset,)
 
 
-register, unregister = bpy.utils.register_classes_factory(CLASSES)
+register, unregister = classes_registrar(CLASSES)
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -9,14 +9,19 @@ computes with ``global_orient = root_orient, transl = trans``. Resampling is by 
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
 import bpy
-import numpy as np
+
+from .. import classes_registrar
+from ..deps import np
 from bpy.props import BoolProperty, CollectionProperty, FloatProperty, StringProperty
 
-from .. import motion as motion_lib
+from ..deps import lazy
+
+motion_lib = lazy("..motion", __package__)
 from ..errors import MotionFileError, NeuralAvatarError
 from . import keyframes, rig
 
@@ -73,15 +78,28 @@ def import_motions(context, arm_obj, paths: list[str], target_fps: float = 0.0, 
         fps_int = max(1, int(round(first_fps)))
         scene.render.fps = fps_int
         scene.render.fps_base = fps_int / first_fps
-    longest = max(m.num_frames for _, m, _ in actions)
-    scene.frame_end = max(scene.frame_end, frame_start + longest - 1) if len(actions) > 1 else \
-        frame_start + first_m.num_frames - 1
+    # The scene's range covers this motion and every other body's animation (never cut short
+    # another body's motion when a second body gets one).
+    longest = max(m.num_frames for _, m, _ in actions) if len(actions) > 1 else first_m.num_frames
+    scene.frame_end = max(frame_start + longest - 1, _other_bodies_end(scene, arm_obj))
     if apply_betas and first_m.betas is not None:
         _apply_betas(arm_obj, model, first_m)
     STATS["last_import_s"] = time.perf_counter() - t0
     STATS["last_frames"] = sum(m.num_frames for _, m, _ in actions)
     scene.frame_set(scene.frame_current)
     return [a for a, _, _ in actions]
+
+
+def _other_bodies_end(scene, arm_obj) -> int:
+    """Last keyed frame of the other Neural Avatar bodies' actions in ``scene`` (0: none)."""
+    end = 0
+    for o in scene.objects:
+        if o is arm_obj or o.type != "ARMATURE" or not o.neural_avatar.is_body:
+            continue
+        act = o.animation_data.action if o.animation_data else None
+        if act is not None:
+            end = max(end, int(math.ceil(act.frame_range[1])))
+    return end
 
 
 def _check_betas_model(arm_obj, m):
@@ -122,6 +140,9 @@ class NEURAL_AVATAR_OT_import_motion(bpy.types.Operator):
         return context.mode in {"OBJECT", "POSE"}
 
     def invoke(self, context, event):
+        # Open in the .blend's folder with an empty file name (unset, Blender fills in the .blend's name).
+        if not self.filepath:
+            self.filepath = (os.path.dirname(bpy.data.filepath) + os.sep) if bpy.data.filepath else ""
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
@@ -131,6 +152,8 @@ class NEURAL_AVATAR_OT_import_motion(bpy.types.Operator):
         return [bpy.path.abspath(self.filepath)] if self.filepath else []
 
     def execute(self, context):
+        if not rig.deps_ok(self, "numpy", feature="Import Motion"):
+            return {"CANCELLED"}
         arm = rig.find_body(context)
         try:
             if arm is None:
@@ -148,4 +171,4 @@ class NEURAL_AVATAR_OT_import_motion(bpy.types.Operator):
 CLASSES = (NEURAL_AVATAR_OT_import_motion,)
 
 
-register, unregister = bpy.utils.register_classes_factory(CLASSES)
+register, unregister = classes_registrar(CLASSES)

@@ -7,7 +7,7 @@ layered actions (4.4+/5.0: slots + channelbags).
 from __future__ import annotations
 
 import bpy
-import numpy as np
+from ..deps import np
 
 LINEAR = 1  # enum index of 'LINEAR' in Keyframe.interpolation
 

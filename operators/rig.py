@@ -19,10 +19,12 @@ import math
 import time
 
 import bpy
-import numpy as np
+from ..deps import np
 
-from ..body import kinematics
-from ..errors import BodyModelError
+from ..deps import lazy
+
+kinematics = lazy("..body.kinematics", __package__)
+from ..errors import BodyModelError, NeuralAvatarError
 
 BONE_LENGTH = 0.08  # metres; bones only need a visible length, their frames are what matter
 COLOR_ATTR = "neural_avatar_color"
@@ -321,7 +323,26 @@ def update_correctives(arm_obj, force: bool = False) -> bool:
     return True
 
 
+def deps_ok(op, *modules, feature="") -> bool:
+    """An operator's up-front check: report what is missing and return False (nothing changed)."""
+    from .. import deps
+
+    try:
+        deps.require(*modules, feature=feature)
+    except NeuralAvatarError as e:
+        op.report({"ERROR"}, str(e))
+        return False
+    return True
+
+
 def _on_depsgraph(scene, depsgraph=None):
+    import sys
+
+    if "numpy" not in sys.modules:  # a stock Blender without numpy: nothing to keep up to date
+        from .. import deps
+
+        if deps.missing_modules(("numpy",)):
+            return
     for arm in body_armatures(scene):
         try:
             if model_for(arm).has_posedirs:

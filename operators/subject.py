@@ -43,7 +43,7 @@ import os
 import tempfile
 
 import bpy
-import numpy as np
+from ..deps import np
 
 from ..errors import BodyModelError, NeuralAvatarError
 from . import rig

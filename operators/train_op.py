@@ -13,6 +13,8 @@ import threading
 
 import bpy
 
+from .. import classes_registrar
+
 from ..errors import NeuralAvatarError
 from . import rig
 
@@ -42,9 +44,14 @@ def trainer_command(data: str, out: str, mode: str, steps: int, res: int, device
             extra.append(deps_target())
     except Exception:  # noqa: BLE001 - outside Blender there is no such folder
         pass
-    code = ("import sys, importlib; sys.path[:0] = %r; "
-            "sys.exit(importlib.import_module(%r + '.neural.train').main(%r))") % ([parent] + extra, name, args)
-    return [python or sys.executable, "-c", code]
+    # Our package first; installed dependencies after the interpreter's own (as in Blender).
+    code = ("import sys, importlib; sys.path[:0] = %r; sys.path += %r; "
+            "sys.exit(importlib.import_module(%r + '.neural.train').main(%r))") % ([parent], extra, name, args)
+    if python is None:
+        from ..deps import python_executable
+
+        python = python_executable()
+    return [python, "-c", code]
 
 
 def _reader(proc):
@@ -61,7 +68,7 @@ def _reader(proc):
 
 
 class NEURAL_AVATAR_OT_train(bpy.types.Operator):
-    """Train an avatar of the current mode on a captured dataset, in a background process"""
+    """Train an avatar of the Train Mode on a captured dataset, in a background process"""
 
     bl_idname = "neural_avatar.train"
     bl_label = "Train Avatar"
@@ -74,6 +81,9 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
         return _JOB["proc"] is None or _JOB["proc"].poll() is not None
 
     def _start(self, context):
+        from .. import deps
+
+        deps.require("numpy", "torch", "safetensors", "pytorch_msssim", feature="Training")
         s = context.scene.neural_avatar
         data = bpy.path.abspath(s.train_data)
         out = bpy.path.abspath(s.train_out)
@@ -86,10 +96,10 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
 
         prefs = get_prefs(context)
         device = s.device if s.device != "PREFERENCES" else (prefs.device if prefs else "AUTO")
-        cmd = trainer_command(data, out, s.mode, s.train_steps, s.train_res, device, resume)
+        cmd = trainer_command(data, out, s.train_mode, s.train_steps, s.train_res, device, resume)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         reader = threading.Thread(target=_reader, args=(proc,), daemon=True)
-        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=s.mode, reader=reader)
+        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=s.train_mode, reader=reader)
         reader.start()
         s.train_running = True
         s.train_progress = 0.0
@@ -195,6 +205,8 @@ class NEURAL_AVATAR_OT_add_demo_subject(bpy.types.Operator):
     def execute(self, context):
         from .subject import build_demo_subject
 
+        if not rig.deps_ok(self, "numpy", feature="Add Demo Subject"):
+            return {"CANCELLED"}
         arm = rig.find_body(context)
         if arm is not None and arm.neural_avatar.model_type != "DEFAULT":
             self.report({"ERROR"}, "The demo outfit fits the default body; select a default body or nothing.")
@@ -211,14 +223,15 @@ class NEURAL_AVATAR_OT_add_demo_subject(bpy.types.Operator):
 CLASSES = (NEURAL_AVATAR_OT_train, NEURAL_AVATAR_OT_cancel_training, NEURAL_AVATAR_OT_add_demo_subject)
 
 
+_register_classes, _unregister_classes = classes_registrar(CLASSES)
+
+
 def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
+    _register_classes()
 
 
 def unregister():
     proc = _JOB.get("proc")
     if proc is not None and proc.poll() is None:
         proc.terminate()
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+    _unregister_classes()

@@ -1,14 +1,5 @@
 """Blender UI layer: PropertyGroups, add-on preferences and panels."""
-from . import preferences, properties, panels
+from .. import modules_registrar
+from . import panels, preferences, properties
 
-_MODULES = (properties, preferences, panels)
-
-
-def register():
-    for m in _MODULES:
-        m.register()
-
-
-def unregister():
-    for m in reversed(_MODULES):
-        m.unregister()
+register, unregister = modules_registrar(lambda: (properties, preferences, panels))

@@ -2,6 +2,8 @@
 NEURAL_AVATAR engine only, panels in Render Properties and the sidebar."""
 import bpy
 
+from .. import classes_registrar
+
 ENGINE_ID = "NEURAL_AVATAR"
 
 
@@ -9,6 +11,23 @@ def _body(context):
     from ..operators import rig
 
     return rig.find_body(context)
+
+
+def _draw_missing_dependencies(layout, context) -> bool:
+    """The *Dependencies missing* box (with the installer) when a package is missing."""
+    from . import preferences
+
+    if not preferences.missing_now() and not preferences.INSTALL["running"]:
+        return False
+    preferences.draw_dependencies(layout, context, compact=True)
+    return True
+
+
+def _labelled(layout, data, prop, text=None):
+    """A label above a full-width field: long names are not cut off at the sidebar's width."""
+    col = layout.column(align=True)
+    col.label(text=text or data.bl_rna.properties[prop].name)
+    col.prop(data, prop, text="")
 
 
 class NEURAL_AVATAR_PT_body(bpy.types.Panel):
@@ -20,19 +39,29 @@ class NEURAL_AVATAR_PT_body(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        _draw_missing_dependencies(layout, context)
         row = layout.row(align=True)
         row.operator("neural_avatar.add_body", icon="OUTLINER_OB_ARMATURE")
         arm = _body(context)
         if arm is None:
-            layout.label(text="Select a body to edit its shape.")
+            layout.label(text="Select a body to edit it.")
             return
         s = arm.neural_avatar
         col = layout.column(align=True)
-        col.label(text=f"{arm.name}: {s.model_id or s.model_type} ({s.gender.lower()})")
-        layout.prop(s, "auto_correctives")
-        layout.operator("neural_avatar.import_motion", icon="ANIM") if hasattr(
-            bpy.types, "NEURAL_AVATAR_OT_import_motion") else None
+        col.label(text=arm.name, icon="ARMATURE_DATA")
+        col.label(text=f"{s.model_id or s.model_type} ({s.gender.lower()})")
+        if _has_correctives(arm):
+            layout.prop(s, "auto_correctives")
+        layout.operator("neural_avatar.import_motion", icon="ANIM")
         layout.operator("neural_avatar.reset_pose", icon="ARMATURE_DATA")
+
+
+def _has_correctives(arm) -> bool:
+    """Whether the body's model has pose correctives (the embedded default body has none)."""
+    s = arm.neural_avatar
+    if s.model_type == "DEFAULT" or s.model_id.startswith("default-"):
+        return False
+    return True
 
 
 class NEURAL_AVATAR_PT_shape(bpy.types.Panel):
@@ -50,12 +79,14 @@ class NEURAL_AVATAR_PT_shape(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = _body(context).neural_avatar
+        from .properties import beta_label
+
         row = layout.row(align=True)
-        row.operator("neural_avatar.randomize_shape", icon="RNDCURVE")
-        row.operator("neural_avatar.reset_shape", icon="LOOP_BACK")
+        row.operator("neural_avatar.randomize_shape", text="Random", icon="RNDCURVE")
+        row.operator("neural_avatar.reset_shape", text="Reset", icon="LOOP_BACK")
         col = layout.column(align=True)
         for i in range(s.num_betas):
-            col.prop(s, "betas", index=i, text=f"β{i}", slider=True)
+            col.prop(s, "betas", index=i, text=beta_label(i), slider=True)
 
 
 class NEURAL_AVATAR_PT_avatar(bpy.types.Panel):
@@ -72,10 +103,32 @@ class NEURAL_AVATAR_PT_avatar(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = _body(context).neural_avatar
-        layout.prop(s, "avatar")
+        _labelled(layout, s, "avatar")
         if not s.avatar:
-            layout.label(text="Using the shipped default avatar.", icon="INFO")
-        layout.prop(context.scene.neural_avatar, "mode")
+            layout.label(text="Shipped default avatar", icon="INFO")
+            _labelled(layout, context.scene.neural_avatar, "mode")
+        else:
+            mode = _avatar_mode(s.avatar)
+            layout.label(text=f"Mode: {mode}" if mode else "Mode: unreadable bundle",
+                         icon="INFO" if mode else "ERROR")
+
+
+def _avatar_mode(path: str) -> str:
+    """The mode named in a bundle's JSON (read without torch), or '' if unreadable."""
+    import json
+    import os
+
+    p = bpy.path.abspath(path)
+    js = os.path.splitext(p)[0] + ".json"
+    try:
+        with open(js, encoding="utf-8") as f:
+            meta = json.load(f)
+        mode = meta.get("mode", "") if isinstance(meta, dict) else ""
+    except (OSError, ValueError):
+        return ""
+    from .properties import MODE_ITEMS
+
+    return next((name for ident, name, _ in MODE_ITEMS if ident == mode), "")
 
 
 class _RenderPanel:
@@ -97,6 +150,7 @@ class NEURAL_AVATAR_PT_render(_RenderPanel, bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         s = context.scene.neural_avatar
+        _draw_missing_dependencies(layout, context)
         layout.prop(s, "mode")
         layout.prop(s, "device")
         layout.prop(s, "precision")
@@ -120,9 +174,10 @@ class NEURAL_AVATAR_PT_render_passes(_RenderPanel, bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         s = context.scene.neural_avatar
-        layout.prop(s, "pass_input")
-        layout.prop(s, "pass_mask")
-        layout.prop(s, "pass_depth")
+        col = layout.column(heading="Neural", align=True)
+        col.prop(s, "pass_input", text="Input")
+        col.prop(s, "pass_mask", text="Mask")
+        col.prop(s, "pass_depth", text="Depth")
 
 
 CLASSES = (NEURAL_AVATAR_PT_body, NEURAL_AVATAR_PT_shape, NEURAL_AVATAR_PT_avatar,
@@ -143,21 +198,19 @@ class NEURAL_AVATAR_PT_training(bpy.types.Panel):
         col = layout.column(align=True)
         col.label(text="Capture", icon="CAMERA_DATA")
         col.operator("neural_avatar.add_demo_subject", icon="MOD_CLOTH")
-        col.prop(s, "capture_dir")
-        row = col.row(align=True)
-        row.prop(s, "capture_frames")
-        row.prop(s, "capture_res")
-        col.prop(s, "capture_engine")
+        _labelled(col, s, "capture_dir")
+        col.prop(s, "capture_frames")
+        col.prop(s, "capture_res")
+        _labelled(col, s, "capture_engine", "Ground Truth Renderer")
         col.prop(s, "capture_seed")
         col.operator("neural_avatar.capture_dataset", icon="RENDER_ANIMATION")
         col = layout.column(align=True)
         col.label(text="Training", icon="NODETREE")
-        col.prop(s, "mode")
-        col.prop(s, "train_data")
-        col.prop(s, "train_out")
-        row = col.row(align=True)
-        row.prop(s, "train_steps")
-        row.prop(s, "train_res")
+        _labelled(col, s, "train_mode")
+        _labelled(col, s, "train_data")
+        _labelled(col, s, "train_out")
+        col.prop(s, "train_steps")
+        col.prop(s, "train_res")
         if s.train_running:
             col.progress(factor=s.train_progress, text=s.train_status or "Training…") if hasattr(
                 col, "progress") else col.label(text=s.train_status)
@@ -171,4 +224,4 @@ class NEURAL_AVATAR_PT_training(bpy.types.Panel):
 CLASSES = CLASSES + (NEURAL_AVATAR_PT_training,)
 
 
-register, unregister = bpy.utils.register_classes_factory(CLASSES)
+register, unregister = classes_registrar(CLASSES)

@@ -5,6 +5,8 @@ Update callbacks forward to :mod:`..operators.rig`, which owns everything that e
 the body in the scene.
 """
 import bpy
+
+from .. import classes_registrar, register_in_order, unregister_in_order
 from bpy.props import (
     BoolProperty,
     EnumProperty,
@@ -18,11 +20,11 @@ from bpy.props import (
 MAX_BETAS = 32  # Blender's limit for an array property; models with more use the first 32.
 
 MODE_ITEMS = [
-    ("VERTEX_PROJECTION", "Vertex Projection (SMPLpix)",
+    ("VERTEX_PROJECTION", "Vertex Projection",
      "Coloured body vertices projected to an RGB-D image, painted by a UNet (SMPLpix)"),
-    ("NEURAL_TEXTURE", "Neural Texture (ANR)",
+    ("NEURAL_TEXTURE", "Neural Texture",
      "Learned neural texture rasterised through the body's UVs, two-stage renderer (ANR)"),
-    ("GAUSSIAN_BONES", "Gaussian Bones (HVS)",
+    ("GAUSSIAN_BONES", "Gaussian Bones",
      "One Gaussian per bone, feature image decoded by a style-modulated UNet (HumanViewSynthesis)"),
 ]
 DEVICE_ITEMS = [
@@ -62,6 +64,31 @@ def _avatar_changed(self, context):
     from ..engine import cache
 
     cache.clear()
+    _redraw_views(self, context)
+
+
+def _redraw_views(self, context):
+    """A render setting changed (also from a script): redraw Rendered viewports."""
+    try:
+        wm = bpy.context.window_manager
+        for win in wm.windows:
+            for area in win.screen.areas:
+                if area.type == "VIEW_3D":
+                    area.tag_redraw()
+    except (AttributeError, ReferenceError):
+        pass
+
+# What each shape slider does on the default body (PCA of adult body shapes, largest variance
+# first); SMPL-family models order their components the same way (β₁ mostly height/size).
+BETA_HINTS = ("overall size and height", "weight and girth", "torso length against leg length",
+              "shoulder width and chest", "hip width", "belly and waist", "arm and leg proportions",
+              "head and neck", "posture and chest depth", "fine detail")
+
+
+def beta_label(i: int) -> str:
+    """Slider label counting from β₁ like the README and the SMPL papers."""
+    sub = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+    return "β" + str(i + 1).translate(sub)
 
 
 class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
@@ -76,33 +103,43 @@ class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
     betas: FloatVectorProperty(name="Shape", size=MAX_BETAS, default=[0.0] * MAX_BETAS,
                                soft_min=-3.0, soft_max=3.0, min=-10.0, max=10.0,
                                update=_betas_changed,
-                               description="Shape coefficients (betas); joints follow live")
+                               description="Body-shape coefficients β₁, β₂, … in standard deviations of the "
+                                           "model's shape space (β₁: overall size and height, β₂: weight and "
+                                           "girth, later ones finer proportions). The skeleton follows live")
     auto_correctives: BoolProperty(name="Pose Correctives", default=True,
                                    description="Apply the model's pose-corrective blend shapes while posing")
     avatar: StringProperty(name="Avatar", subtype="FILE_PATH", update=_avatar_changed,
-                           description="Model bundle (.safetensors) that paints this body; "
-                                       "empty: the shipped default avatar for the render mode")
+                           description="Model bundle (.safetensors) that paints this body, in the mode it was "
+                                       "trained for; empty: the shipped default avatar of the scene's mode")
 
 
 class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
-    mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="VERTEX_PROJECTION")
-    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="PREFERENCES")
-    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="FP32")
+    mode: EnumProperty(name="Default Mode", items=MODE_ITEMS, default="VERTEX_PROJECTION", update=_redraw_views,
+                       description="Neural mode of the shipped default avatar, for bodies without an avatar of "
+                                   "their own (a body with an avatar renders in that avatar's mode)")
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="PREFERENCES", update=_redraw_views)
+    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="FP32", update=_redraw_views)
     pass_input: BoolProperty(name="Neural Input Pass", default=False,
-                             description="Write the network's input image as a render pass")
-    pass_mask: BoolProperty(name="Mask Pass", default=False)
-    pass_depth: BoolProperty(name="Depth Pass", default=False)
-    viewport_scale: FloatProperty(name="Viewport Resolution", default=0.5, min=0.1, max=1.0,
+                             description="Write the network's input image (projected vertices, rasterised "
+                                         "texture or Gaussian features) as the 'Neural Input' render pass")
+    pass_mask: BoolProperty(name="Mask Pass", default=False,
+                            description="Write the bodies' predicted coverage (0–1) as the 'Neural Mask' pass")
+    pass_depth: BoolProperty(name="Depth Pass", default=False,
+                             description="Write the bodies' camera depth in metres (0: background) as the "
+                                         "'Neural Depth' pass")
+    viewport_scale: FloatProperty(name="Viewport Scale", default=0.5, min=0.1, max=1.0, update=_redraw_views,
                                   subtype="FACTOR", description="Largest fraction of the viewport size rendered")
     # Capture
     capture_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH", default="//neural_avatar_capture")
     capture_frames: IntProperty(name="Frames", default=200, min=1)
     capture_res: IntProperty(name="Resolution", default=256, min=16, max=4096)
-    capture_engine: EnumProperty(name="Ground Truth", items=[
+    capture_engine: EnumProperty(name="Renderer", description="Renderer of the ground-truth images", items=[
         ("CYCLES", "Cycles", ""), ("EEVEE", "EEVEE", ""), ("BLENDER_WORKBENCH", "Workbench", "")],
         default="CYCLES")
     capture_seed: IntProperty(name="Seed", default=0)
     # Training
+    train_mode: EnumProperty(name="Train Mode", items=MODE_ITEMS, default="VERTEX_PROJECTION",
+                             description="Neural mode of the avatar to train (independent of the render mode)")
     train_data: StringProperty(name="Dataset", subtype="DIR_PATH", default="//neural_avatar_capture")
     train_out: StringProperty(name="Output", subtype="DIR_PATH", default="//neural_avatar_training")
     train_steps: IntProperty(name="Steps", default=20000, min=1)
@@ -116,15 +153,23 @@ class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
 CLASSES = (NEURAL_AVATAR_PG_object, NEURAL_AVATAR_PG_scene)
 
 
-def register():
-    for c in CLASSES:
-        bpy.utils.register_class(c)
+_register_classes, _unregister_classes = classes_registrar(CLASSES)
+
+
+def _add_pointers():
     bpy.types.Object.neural_avatar = PointerProperty(type=NEURAL_AVATAR_PG_object)
     bpy.types.Scene.neural_avatar = PointerProperty(type=NEURAL_AVATAR_PG_scene)
 
 
+def _remove_pointers():
+    for owner in (bpy.types.Scene, bpy.types.Object):
+        if hasattr(owner, "neural_avatar"):
+            del owner.neural_avatar
+
+
+def register():
+    register_in_order([(_register_classes, _unregister_classes), (_add_pointers, _remove_pointers)])
+
+
 def unregister():
-    del bpy.types.Scene.neural_avatar
-    del bpy.types.Object.neural_avatar
-    for c in reversed(CLASSES):
-        bpy.utils.unregister_class(c)
+    unregister_in_order([_remove_pointers, _unregister_classes])

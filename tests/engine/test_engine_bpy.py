@@ -132,7 +132,7 @@ def test_untrained_bundle_renders_and_passes_are_written(addon, tmp_path):
     assert res is not None
 
 
-@pytest.mark.parametrize("case", ["ortho_camera", "missing_bundle", "wrong_mode", "no_body"])
+@pytest.mark.parametrize("case", ["ortho_camera", "missing_bundle", "corrupt_bundle", "no_body"])
 def test_errors_are_shown_and_recorded(addon, tmp_path, case):
     scene, arm = _scene(addon, res=32)
     scene.neural_avatar.mode = "VERTEX_PROJECTION"
@@ -142,16 +142,37 @@ def test_errors_are_shown_and_recorded(addon, tmp_path, case):
     elif case == "missing_bundle":
         arm.neural_avatar.avatar = str(tmp_path / "nope.safetensors")
         expect = "not found"
-    elif case == "wrong_mode":
-        arm.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "GAUSSIAN_BONES"))
-        expect = "GAUSSIAN_BONES"
+    elif case == "corrupt_bundle":
+        path = _tiny_bundle(tmp_path, "GAUSSIAN_BONES")
+        path.with_suffix(".json").write_text("{not json")
+        arm.neural_avatar.avatar = str(path)
+        expect = "not valid JSON"
     else:
         bpy.data.objects.remove(arm.children[0])
         bpy.data.objects.remove(arm)
         expect = "No Neural Avatar body"
     scene.render.filepath = str(tmp_path / "err.png")
     _render_fails(expect)
-    assert not os.path.exists(tmp_path / "err.png") or case == "no_body"
+    assert not os.path.exists(tmp_path / "err.png")  # a failed frame is never saved
+
+
+def test_each_body_renders_in_its_avatars_mode(addon, tmp_path):
+    """The scene's mode only picks the shipped default; two bodies whose avatars are of other,
+    different modes render together in one frame."""
+    from neural_avatar.engine.scene_setup import add_default_body
+
+    scene, arm = _scene(addon, res=48)
+    scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    arm.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "NEURAL_TEXTURE"))
+    arm2 = add_default_body()
+    arm2.location = (0.6, 0.0, 0.0)
+    arm2.neural_avatar.avatar = str(_tiny_bundle(tmp_path, "GAUSSIAN_BONES"))
+    _render(scene, tmp_path / "two.png")
+    assert state.LAST_ERROR == ""
+    assert sorted(final.LAST_BODY_MODES.values()) == ["GAUSSIAN_BONES", "NEURAL_TEXTURE"], final.LAST_BODY_MODES
+    arm2.neural_avatar.avatar = ""  # falls back to the scene's mode (shipped default)
+    _render(scene, tmp_path / "two_b.png")
+    assert sorted(final.LAST_BODY_MODES.values()) == ["NEURAL_TEXTURE", "VERTEX_PROJECTION"]
 
 
 def test_no_camera_message(addon):

@@ -27,7 +27,7 @@ def test_train_operator_runs_in_a_subprocess_and_sets_the_avatar(addon, tiny_dat
     assert bpy.ops.neural_avatar.add_body(model="DEFAULT") == {"FINISHED"}
     arm = bpy.context.view_layer.objects.active
     s = bpy.context.scene.neural_avatar
-    s.mode = "VERTEX_PROJECTION"
+    s.train_mode = "VERTEX_PROJECTION"
     s.train_data, s.train_out = tiny_data, str(tmp_path / "run")
     s.train_steps, s.train_res = 2, 32
     pid_before = os.getpid()
