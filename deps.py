@@ -217,11 +217,12 @@ class InstallPlan:
     torch_index: Optional[str]  # asked before installing (None: PyPI only / offline)
     numpy_version: Optional[str]  # Blender's numpy, kept (None: Blender has none → install one)
     sets: list = field(default_factory=list)
+    system_torch: Optional[dict] = None  # the interpreter's own PyTorch, kept (its build matches)
 
 
 def plan_install(variant: str = "CPU", sets: Sequence[str] = ("core",), platform: str = sys.platform,
                  numpy_version: Optional[str] = "", index_url: str = "", find_links: Sequence[str] = (),
-                 offline: bool = False) -> InstallPlan:
+                 offline: bool = False, system_torch: Optional[dict] = None) -> InstallPlan:
     """Requirements and index options for ``variant`` on ``platform``.
 
     * ``CPU``: ``torch==X+cpu`` from the PyTorch CPU index (Linux, Windows); on macOS PyPI's
@@ -231,6 +232,9 @@ def plan_install(variant: str = "CPU", sets: Sequence[str] = ("core",), platform
     * ``DEFAULT``: PyPI's own build (macOS MPS).
     * ``index_url`` replaces PyPI (a farm's mirror), ``find_links`` adds wheel folders,
       ``offline`` uses only ``find_links`` (``--no-index``).
+    * ``system_torch`` (``{"version", "cuda"}``): a PyTorch the interpreter already has (e.g.
+      Debian's python3-torch) whose build matches ``variant`` is kept: the other packages are
+      installed with ``--no-deps`` (their only dependencies are numpy and torch).
     """
     if variant not in ("CPU", "CUDA", "DEFAULT"):
         raise DependencyInstallError(f"Unknown install variant {variant!r} (use CPU, CUDA or DEFAULT).")
@@ -246,7 +250,9 @@ def plan_install(variant: str = "CPU", sets: Sequence[str] = ("core",), platform
     reqs: list = []
     torch_needed = any(PACKAGE_SETS[s].needs_torch for s in sets)
     torch_index = None
-    if torch_needed:
+    if system_torch is not None and not _build_matches(variant, system_torch.get("cuda")):
+        system_torch = None
+    if torch_needed and system_torch is None:
         if variant == "CPU" and not mac:
             reqs.append(f"torch=={TORCH_VERSION}+cpu")
             torch_index = TORCH_INDEX["CPU"]
@@ -272,7 +278,29 @@ def plan_install(variant: str = "CPU", sets: Sequence[str] = ("core",), platform
             args += ["--index-url", index_url]
     for fl in find_links:
         args += ["--find-links", fl]
-    return InstallPlan(variant, reqs, args, torch_index, numpy_version, list(sets))
+    if system_torch is not None:
+        if numpy_version is None:
+            raise DependencyInstallError("This Python has PyTorch but no numpy; install your system's numpy "
+                                         "package (Debian/Ubuntu: `sudo apt install python3-numpy`).")
+        args += ["--no-deps"]
+    return InstallPlan(variant, reqs, args, torch_index, numpy_version, list(sets), system_torch)
+
+
+def _build_matches(variant: str, cuda) -> bool:
+    return {"CPU": cuda is None, "CUDA": cuda is not None}.get(variant, True)
+
+
+def system_torch_of(python: str) -> Optional[dict]:
+    """``{"version", "cuda", "file"}`` of a PyTorch the interpreter ``python`` imports on its own."""
+    code = "import json, torch; print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, " \
+           "'file': torch.__file__}))"
+    env = dict(os.environ, PYTHONNOUSERSITE="1")
+    env.pop("PYTHONPATH", None)
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 def blender_numpy_version() -> Optional[str]:
@@ -536,7 +564,7 @@ def _remove_numpy(target: str) -> list:
 def install(target: str, variant: str = "CPU", sets: Sequence[str] = ("core",), python: Optional[str] = None,
             on_event: Optional[Callable[[dict], None]] = None, should_stop: Optional[Callable[[], bool]] = None,
             index_url: str = "", find_links: Sequence[str] = (), offline: bool = False,
-            estimate: bool = True) -> dict:
+            estimate: bool = True, use_system_torch: bool = True) -> dict:
     """Install ``sets`` for ``variant`` into ``target``; all or nothing.
 
     Events passed to ``on_event`` (dicts with ``"kind"``): ``status`` (text), ``estimate``
@@ -545,8 +573,13 @@ def install(target: str, variant: str = "CPU", sets: Sequence[str] = ("core",), 
     """
     emit = on_event or (lambda ev: None)
     python = python or python_executable()
+    emit({"kind": "status", "text": f"Installing for {python}"})
+    have_torch = system_torch_of(python) if use_system_torch else None
     plan = plan_install(variant, sets, numpy_version=numpy_version_of(python), index_url=index_url,
-                        find_links=find_links, offline=offline)
+                        find_links=find_links, offline=offline, system_torch=have_torch)
+    if plan.system_torch:
+        emit({"kind": "status", "text": f"Using the installed PyTorch {plan.system_torch['version']} "
+                                        f"({'CUDA ' + plan.system_torch['cuda'] if plan.system_torch['cuda'] else 'CPU'})"})
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
@@ -596,7 +629,8 @@ def install(target: str, variant: str = "CPU", sets: Sequence[str] = ("core",), 
         removed = _remove_numpy(staging) if plan.numpy_version else []
         emit({"kind": "status", "text": "Checking the installed packages …"})
         info = verify_install(python, staging, plan)
-        manifest = {"python": python_tag(), "variant": variant, "sets": list(sets), "requirements": plan.requirements,
+        manifest = {"python": info.get("python", python_tag()), "variant": variant, "sets": list(sets),
+                    "requirements": plan.requirements, "system_torch": plan.system_torch,
                     "installed": {k: v for k, v in info.items() if not k.endswith(("_file", "_note"))},
                     "numpy_removed": removed, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
@@ -676,10 +710,13 @@ def main(argv=None) -> int:
     p.add_argument("--find-links", action="append", default=[], help="folder of wheels to use")
     p.add_argument("--offline", action="store_true", help="no index at all: only --find-links folders")
     p.add_argument("--no-estimate", action="store_true", help="skip the download-size estimate")
+    p.add_argument("--no-system-torch", action="store_true",
+                   help="install PyTorch even if the Python already has one of the right build")
     a = p.parse_args(argv)
     progress = ConsoleProgress()
     install(a.target, a.variant or "CPU", ["core"] + a.extra_sets, python=a.python, on_event=progress,
-            index_url=a.index_url, find_links=a.find_links, offline=a.offline, estimate=not a.no_estimate)
+            index_url=a.index_url, find_links=a.find_links, offline=a.offline, estimate=not a.no_estimate,
+            use_system_torch=not a.no_system_torch)
     print(f"Done. Blender finds these packages when the add-on's Dependencies Folder is {a.target} "
           f"or {DEPS_ENV}={a.target} is set.")
     return 0

@@ -45,6 +45,20 @@ def test_plans_for_macos_cuda_default_offline_and_no_numpy():
         deps.plan_install("CPU", sets=["core", "nope"], numpy_version="1")
 
 
+def test_a_system_pytorch_of_the_right_build_is_kept():
+    cpu_torch = {"version": "2.6.0", "cuda": None}
+    p = deps.plan_install("CPU", platform="linux", numpy_version="1.26.4", system_torch=cpu_torch)
+    assert not any(r.startswith("torch") for r in p.requirements) and "--no-deps" in p.index_args
+    assert p.system_torch == cpu_torch and p.torch_index is None
+    # A CUDA system build does not satisfy a CPU request (and the other way round).
+    p = deps.plan_install("CPU", platform="linux", numpy_version="1.26.4", system_torch={"version": "2", "cuda": "12"})
+    assert f"torch=={deps.TORCH_VERSION}+cpu" in p.requirements and p.system_torch is None
+    p = deps.plan_install("CUDA", platform="linux", numpy_version="1.26.4", system_torch=cpu_torch)
+    assert p.system_torch is None and "--no-deps" not in p.index_args
+    with pytest.raises(deps.DependencyInstallError, match="python3-numpy"):
+        deps.plan_install("CPU", platform="linux", numpy_version=None, system_torch=cpu_torch)
+
+
 def test_pip_progress_lines_are_parsed():
     assert deps.parse_pip_line("Progress 1024 of 4096") == {"kind": "bytes", "done": 1024, "total": 4096}
     ev = deps.parse_pip_line("  Downloading https://x/torch-2.13.0%2Bcpu-cp311-linux.whl (190.4 MB)")
