@@ -478,6 +478,11 @@ def run_pip(cmd: Sequence[str], on_line: Optional[Callable[[str], None]] = None,
         if "No matching distribution" in text and "+cpu" in text:
             hint = ("\nThe CPU build of PyTorch comes from the PyTorch package index, which pip could not "
                     "use. Nothing was installed.")
+        elif "CERTIFICATE_VERIFY_FAILED" in text:
+            hint = ("\npip could not verify the package index's HTTPS certificate (a company proxy?). Give pip "
+                    "your proxy's certificate (PIP_CERT or `cert` in pip.conf). Nothing was installed.")
+        tail = [l for l in tail if not l.startswith("WARNING: Retrying")][-8:] or tail[-3:]
+        text = "\n".join(tail)
         raise DependencyInstallError(
             "Installing dependencies failed (pip exit code %d).%s Last output:\n%s" % (rc, hint, text))
 

@@ -32,3 +32,8 @@ class DependencyError(NeuralAvatarError):
 
     The message names the package and where to install it (the add-on's preferences, or the
     system package for numpy)."""
+
+
+class ResourceLimitError(NeuralAvatarError):
+    """A size read from a file or asked for (frames, pixels, network width) would need more
+    memory than this machine can give; refused before anything is allocated."""

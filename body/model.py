@@ -278,8 +278,14 @@ class _SparseMatrixStub:
         self.__dict__.update(state if isinstance(state, dict) else {})
 
     def toarray(self) -> np.ndarray:
+        from ..guards import check_elements
+
         state = self.__dict__
-        shape = tuple(int(s) for s in state.get("_shape", state.get("shape", ())))
+        try:
+            shape = tuple(int(s) for s in state.get("_shape", state.get("shape", ())))
+        except (TypeError, ValueError):
+            raise BodyModelError("A sparse matrix in the model file has no valid shape.") from None
+        check_elements(shape, 8, "A sparse matrix in the model file")
         data = np.asarray(state.get("data"), dtype=np.float64)
         fmt = self._format
         if fmt in ("csc", "csr") and len(shape) == 2:
@@ -310,47 +316,81 @@ def _sparse_stub(fmt: str) -> type:
     return type(f"_{fmt}_matrix_stub", (_SparseMatrixStub,), {"_format": fmt})
 
 
-_NUMPY_GLOBALS = {"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer", "frombuffer"}
-_BUILTIN_GLOBALS = {"object", "set", "frozenset", "slice", "complex", "list", "dict",
-                    "tuple", "bytearray", "int", "float", "bool", "str", "bytes"}
+
+
+class _ChStub:
+    """Stands in for a ``chumpy.ch.Ch`` leaf (how original SMPL pickles store their arrays): its
+    pickled state holds the array as ``x``. chumpy itself is never imported (it does not install
+    on Python 3.11+ / numpy ≥ 1.24, and importing it would run its code)."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict) or not isinstance(state.get("x"), np.ndarray):
+            raise pickle.UnpicklingError("a chumpy object without its array ('x')")
+        self.__dict__["x"] = state["x"]
+
+    @property
+    def r(self) -> np.ndarray:
+        return self.__dict__["x"]
+
+
+_NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
+# Exact (module, name) pairs a body-model pickle may name, and what each resolves to. Anything
+# else, a dotted name (protocol 4 walks attributes) included, is refused before any import.
+_ALLOWED_GLOBALS = {
+    **{(m, n): "numpy" for m in _NUMPY_CORE for n in ("_reconstruct", "scalar")},
+    ("numpy", "ndarray"): "numpy", ("numpy", "dtype"): "numpy", ("numpy", "frombuffer"): "numpy",
+    ("numpy.core.numeric", "_frombuffer"): "numpy", ("numpy._core.numeric", "_frombuffer"): "numpy",
+    **{(m, f"{fmt}_{kind}"): f"sparse:{fmt}"
+       for fmt in ("csc", "csr", "coo") for kind in ("matrix", "array")
+       for m in ("scipy.sparse", f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}")},
+    ("chumpy.ch", "Ch"): "chumpy", ("chumpy", "Ch"): "chumpy",
+    ("copyreg", "_reconstructor"): "copyreg", ("copy_reg", "_reconstructor"): "copyreg",
+    ("_codecs", "encode"): "codecs",
+    ("collections", "OrderedDict"): "collections",
+    **{(m, n): "builtins" for m in ("builtins", "__builtin__")
+       for n in ("object", "set", "frozenset", "slice", "complex", "list", "dict", "tuple", "bytearray",
+                 "int", "float", "bool", "str", "bytes")},
+}
+# numpy scalar types and dtype classes by name (``numpy.float64``, ``numpy.dtypes.Float64DType``).
+_NUMPY_TYPE_MODULES = ("numpy", "numpy.dtypes")
 
 
 class _ModelUnpickler(pickle.Unpickler):
-    """Rebuilds only what SMPL-family pickles hold: numpy arrays and scalars, scipy sparse
-    matrices (as stubs) and chumpy objects (only when chumpy is installed). Any other
-    global (a function to call, a foreign class) is refused."""
+    """Rebuilds only what SMPL-family pickles hold: numpy arrays, dtypes and scalars, scipy
+    sparse matrices (as stubs, scipy is not imported) and chumpy leaves (as :class:`_ChStub`,
+    chumpy is not imported), from an exact allow-list of globals."""
 
     def find_class(self, module: str, name: str):
-        root = module.split(".")[0]
-        if root == "numpy":
-            if name in _NUMPY_GLOBALS:
-                return super().find_class(module, name)
-            obj = super().find_class(module, name)
-            if isinstance(obj, type) and issubclass(obj, (np.generic, np.dtype)):
+        if "." in name:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        kind = _ALLOWED_GLOBALS.get((module, name))
+        if kind is None and module in _NUMPY_TYPE_MODULES and name.isidentifier():
+            obj = getattr(np if module == "numpy" else getattr(np, "dtypes", None), name, None)
+            if isinstance(obj, type) and (issubclass(obj, (np.generic, np.dtype))):
                 return obj
-        elif root == "scipy" and module.startswith("scipy.sparse"):
-            for fmt in ("csc", "csr", "coo"):
-                if name.startswith(fmt):
-                    return _sparse_stub(fmt)
-        elif root == "chumpy":
-            return super().find_class(module, name)  # ImportError when chumpy is absent
-        elif module in ("copyreg", "copy_reg") and name == "_reconstructor":
+        if kind is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        if kind.startswith("sparse:"):
+            return _sparse_stub(kind.split(":")[1])
+        if kind == "chumpy":
+            return _ChStub
+        if kind == "numpy":  # pickles from numpy 2 name numpy._core, older ones numpy.core
+            if module.startswith("numpy._core") and not hasattr(np, "_core"):
+                module = module.replace("numpy._core", "numpy.core")
+            return super().find_class(module, name)
+        if kind == "copyreg":
             return super().find_class("copyreg", name)
-        elif module in ("builtins", "__builtin__") and name in _BUILTIN_GLOBALS:
+        if kind == "builtins":
             return super().find_class("builtins", name)
-        elif module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles
-            return super().find_class(module, name)
-        elif module == "collections" and name == "OrderedDict":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
 
 
 def _densify(value: Any) -> Any:
     """Plain arrays from sparse stubs/matrices and chumpy objects."""
     if hasattr(value, "toarray") and callable(value.toarray):
         return value.toarray()
-    if type(value).__module__.split(".")[0] == "chumpy":
-        return np.asarray(value.r if hasattr(value, "r") else value)
+    if isinstance(value, _ChStub):
+        return np.asarray(value.r)
     return value
 
 
@@ -359,23 +399,28 @@ def _read_pickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             data = _ModelUnpickler(fh, encoding="latin1").load()
     except (ModuleNotFoundError, ImportError) as exc:
-        if "chumpy" in str(exc):
-            raise BodyModelError(
-                f"{path.name} is an original SMPL pickle that stores arrays as 'chumpy' "
-                "objects, and the chumpy package is not installed. Either install it "
-                "(pip install chumpy, into the Python that runs Neural Avatar), or convert "
-                "the file once with smplx's tools/clean_ch.py, which writes a chumpy-free "
-                "copy, and load that copy.") from None
         raise BodyModelError(f"Cannot read {path.name}: {exc}.") from None
     except pickle.UnpicklingError as exc:
+        hint = ""
+        if "chumpy" in str(exc):
+            hint = (" It stores arrays as chumpy expressions this add-on does not evaluate; convert it once "
+                    "with smplx's tools/clean_ch.py (in a Python 2/3.7 environment with chumpy), or use the "
+                    "model's .npz release, and load that copy. chumpy itself is not needed.")
         raise BodyModelError(f"{path.name} is not a body-model pickle this add-on accepts "
-                             f"({exc}).") from None
+                             f"({exc}).{hint}") from None
+    except RecursionError:
+        raise BodyModelError(f"{path.name} is nested too deeply to be a body-model pickle.") from None
+    except MemoryError:
+        raise BodyModelError(f"{path.name} asks for more memory than this machine has.") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise BodyModelError(f"{path.name} is not a readable body-model pickle "
                              f"({type(exc).__name__}: {exc}).") from None
     if not isinstance(data, dict):
         raise BodyModelError(f"{path.name} does not hold a dictionary of model arrays.")
-    return {k: _densify(v) for k, v in data.items()}
+    try:
+        return {k: _densify(v) for k, v in data.items()}
+    except (IndexError, ValueError, TypeError, KeyError) as exc:
+        raise BodyModelError(f"{path.name} holds a corrupt array ({type(exc).__name__}: {exc}).") from None
 
 
 def _read_npz(path: Path) -> dict:

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..guards import float_in, int_in
+
 
 def render_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m neural_avatar render", description=__doc__)
@@ -14,7 +16,7 @@ def render_main(argv=None) -> int:
                    "a still gets .png appended)")
     p.add_argument("--mode", choices=("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES"),
                    help="override the scene's mode")
-    p.add_argument("--res", type=int, help="override the resolution (square)")
+    p.add_argument("--res", type=int_in(8, 16384, "--res"), help="override the resolution (square)")
     p.add_argument("--frame", type=int, help="render this single frame")
     p.add_argument("--start", type=int, help="first frame of an animation render")
     p.add_argument("--end", type=int, help="last frame of an animation render")

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..guards import float_in, int_in
+
 MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES")
 
 
@@ -40,8 +42,8 @@ def contact_sheet(paths, out_path, cols=4, label=True):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m neural_avatar demo", description=__doc__)
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    p.add_argument("--res", type=int, default=256, help="image size in pixels (square)")
-    p.add_argument("--frames", type=int, default=12, help="frames of the animation")
+    p.add_argument("--res", type=int_in(8, 16384, "--res"), default=256, help="image size in pixels (square)")
+    p.add_argument("--frames", type=int_in(1, 100_000, "--frames"), default=12, help="frames of the animation")
     p.add_argument("--motion", default=None, help="motion file (default: the bundled walk)")
     p.add_argument("--anim-mode", default="NEURAL_TEXTURE", choices=MODES, help="mode of the animation")
     a = p.parse_args(argv)

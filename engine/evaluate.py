@@ -59,6 +59,7 @@ import time
 import numpy as np
 
 from ..errors import BundleError, DatasetError, MotionFileError, NeuralAvatarError
+from ..guards import float_in, int_in
 
 CLASSICAL = "CLASSICAL"
 METRIC_KEYS = ("psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flicker")
@@ -408,12 +409,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--motion", action="append", required=True, metavar="FILE",
                     help="AMASS / SMPL .npz motion (repeatable)")
     ap.add_argument("--views", type=int, default=2, help="held-out static cameras per motion")
-    ap.add_argument("--frames", type=int, default=8, help="consecutive frames per motion")
-    ap.add_argument("--fps", type=float, default=30.0, help="frame rate the motion is resampled to")
+    ap.add_argument("--frames", type=int_in(1, 100_000, "--frames"), default=8, help="consecutive frames per motion")
+    ap.add_argument("--fps", type=float_in(1.0, 1000.0, "--fps"), default=30.0, help="frame rate the motion is resampled to")
     ap.add_argument("--start", type=float, default=None,
                     help="start time in seconds (default: drawn from --seed)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--res", type=int, default=256, help="square image size")
+    ap.add_argument("--res", type=int_in(8, 16384, "--res"), default=256, help="square image size")
     ap.add_argument("--json", required=True, metavar="OUT", help="where to write the metrics JSON")
     ap.add_argument("--report", default=None, metavar="DIR", help="write table, grid, plots and index.html here")
     ap.add_argument("--engine", default="CYCLES", choices=["CYCLES", "WORKBENCH", "EEVEE"],

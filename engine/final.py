@@ -88,6 +88,10 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
             K=torch.as_tensor(K, dtype=torch.float32)[None], R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
             t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(h, w))
+        from ..guards import check_bytes
+
+        check_bytes(avatar.render_bytes(h, w) + 64 * h * w, f"Rendering '{b.name}' at {w}×{h} pixels",
+                    hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
         try:
             out = avatar.render(frame, precision=precision)
         except torch.OutOfMemoryError:

@@ -183,7 +183,32 @@ class _Archive:
     def __contains__(self, key: str) -> bool:
         return key in self.keys
 
+    def _declared(self, key: str):
+        """Shape and dtype a member declares in its .npy header (read without its data)."""
+        fmt = np.lib.format
+        try:
+            with self._npz.zip.open(key + ".npy") as f:
+                version = fmt.read_magic(f)
+                reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+                if reader is None:
+                    return None
+                shape, _, dtype = reader(f)
+                return shape, dtype
+        except Exception as e:  # noqa: BLE001 - zlib.error, SyntaxError from a garbled header, ...
+            raise MotionFileError(f"{self._label}: cannot read '{key}' (damaged file?): "
+                                  f"{type(e).__name__}: {e}") from None
+
     def get(self, key: str) -> np.ndarray:
+        declared = self._declared(key) if hasattr(self._npz, "zip") else None
+        if declared is not None:  # a compressed member can expand far beyond the file's size
+            from ..guards import check_elements
+            from ..errors import ResourceLimitError
+
+            shape, dtype = declared
+            try:
+                check_elements(shape, max(1, dtype.itemsize) * 4, f"{self._label}: '{key}' {tuple(shape)}")
+            except ResourceLimitError as e:
+                raise MotionFileError(str(e)) from None
         try:
             arr = self._npz[key]
         except ValueError as e:

@@ -313,6 +313,13 @@ def resample(motion, target_fps: float):
             f"Resampling '{motion.name}' to {target:g} fps would make {m} frames "
             f"(more than {MAX_OUTPUT_FRAMES}); choose a lower frame rate."
         )
+    from ..errors import ResourceLimitError
+    from ..guards import check_elements
+
+    try:  # output poses (m, J, 3) + quaternions and slerp work arrays (~8 float64 per value)
+        check_elements((m, 56, 4), 8 * 8, f"Resampling '{motion.name}' to {target:g} fps")
+    except ResourceLimitError as e:
+        raise MotionFileError(str(e)) from None
     k = np.arange(m, dtype=np.float64)
     u = k * fps / target
     return _interpolate_at(motion, u, target)

@@ -76,6 +76,14 @@ class FrameInputs:
         )
 
 
+def _gb_render_bytes(self, h, w):
+    s = self.config.style
+    hw = h * w
+    # per pixel and primitive (+ background): ray integral terms, occlusion and weights (~4 work arrays)
+    gauss = 4 * hw * (s.num_primitives + 1) * 4 + 4 * hw * s.appearance_dim
+    return int(gauss + _unet_bytes(hw, list(s.widths), s.appearance_dim, 4))
+
+
 def _check_frame(frame: FrameInputs, num_verts: int | None, num_joints: int | None) -> None:
     """Shape checks with messages a user understands."""
     if frame.verts is None and frame.joints is None:
@@ -115,6 +123,9 @@ def autocast_context(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = PRECISIONS[precision]
     dev_type = torch.device(device).type
+    if dev_type == "cpu" and dtype == torch.float16:
+        # CPU autocast to fp16 is ~1000× slower (tens of seconds a frame): fp16 means fp32 on a CPU.
+        return contextlib.nullcontext()
     try:
         if not torch.amp.is_autocast_available(dev_type):
             return contextlib.nullcontext()
@@ -206,6 +217,12 @@ class Avatar(nn.Module):
     def prepare(self, frame: FrameInputs) -> FrameInputs:
         return frame.to(self.device)
 
+    def render_bytes(self, h: int, w: int) -> int:
+        """Upper estimate of the memory one render at ``h`` × ``w`` needs (activations of the input
+        renderer and the network, float32, batch 1), checked before rendering
+        (:func:`..guards.check_bytes`) so a huge frame is refused instead of killing Blender."""
+        raise NotImplementedError
+
     def forward(self, frame: FrameInputs) -> dict[str, Any]:
         frame = self.prepare(frame)
         return self.run_network(self.make_input(frame), frame)
@@ -227,6 +244,19 @@ class Avatar(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
+def _unet_bytes(hw: float, widths, in_ch: int, out_ch: int) -> float:
+    """Peak live activations of a UNet forward in eval mode: every skip tensor, plus at the finest
+    decoder level the upsampled input, the concatenation and two conv outputs (× 1.5 margin)."""
+    widths = list(widths) or [in_ch]
+    skips = sum(c / 4 ** level for level, c in enumerate(widths))
+    c0, c1 = widths[0], widths[1] if len(widths) > 1 else widths[0]
+    return 1.5 * 4 * hw * (in_ch + skips + c1 + (c0 + c1) + 2 * c0 + out_ch)
+
+
+def _levels(width: int, depth: int, max_width: int = 1 << 30):
+    return [min(width * 2 ** i, max_width) for i in range(depth + 1)]
+
+
 class VertexProjectionAvatar(Avatar):
     """SMPLpix: P_X = project(X, colours) (eq. 3-4), G(P_X) (eq. 5).
 
@@ -296,6 +326,12 @@ class VertexProjectionAvatar(Avatar):
 
 
 # ---------------------------------------------------------------------------------------
+def _vp_render_bytes(self, h, w):
+    u = self.config.unet
+    # projection: int64 depth keys + RGB-D image + index buffers per pixel
+    return int(_unet_bytes(h * w, _levels(u.width, u.depth, u.max_width), u.in_ch, u.out_ch) + 48 * h * w)
+
+
 class NeuralTextureAvatar(Avatar):
     """ANR: I_uv = rasterise(UV), neural image = T(I_uv), R2(R1(.), I_norm) (eq. 2).
 
@@ -318,9 +354,10 @@ class NeuralTextureAvatar(Avatar):
             raise NeuralAvatarError("NEURAL_TEXTURE needs faces (F,3) and UV faces of the same shape.")
         if uv.ndim != 2 or uv.shape[1] != 2:
             raise NeuralAvatarError(f"UV coordinates must be (T,2), got {tuple(uv.shape)}.")
-        if faces.numel() and (int(faces.max()) >= config.num_verts or int(faces.min()) < 0):
+        if faces.numel() and not faces.is_meta and (int(faces.max()) >= config.num_verts or int(faces.min()) < 0):
             raise NeuralAvatarError("Face indices do not fit the body's vertex count.")
-        if uv_faces.numel() and (int(uv_faces.max()) >= uv.shape[0] or int(uv_faces.min()) < 0):
+        if uv_faces.numel() and not uv_faces.is_meta and (int(uv_faces.max()) >= uv.shape[0]
+                                                          or int(uv_faces.min()) < 0):
             raise NeuralAvatarError("UV face indices do not fit the UV coordinates.")
         self.register_buffer("faces", faces)
         self.register_buffer("uv", uv)
@@ -354,6 +391,16 @@ class NeuralTextureAvatar(Avatar):
 
 
 # ---------------------------------------------------------------------------------------
+def _nt_render_bytes(self, h, w):
+    a = self.config.anr
+    hw = h * w
+    r1 = _unet_bytes(hw, _levels(a.r1_width, a.r1_depth), a.texture_channels, a.latent_channels)
+    r2 = _unet_bytes(hw, _levels(a.r2_width, a.r2_depth), a.latent_channels + 3, 4)
+    # rasteriser: face index, depth key, barycentrics, uv, normals; the sampled texture
+    raster = 4 * hw * (16 + a.texture_channels)
+    return int(max(r1, r2) + raster + 4 * hw * (a.latent_channels + 8))
+
+
 class GaussianBonesAvatar(Avatar):
     """HumanViewSynthesis: Gaussian bone primitives (eq. 7-10), feature image (eq. 11-15),
     style UNet (eq. 16).
@@ -373,7 +420,7 @@ class GaussianBonesAvatar(Avatar):
         if parents.shape != (J,):
             raise NeuralAvatarError(f"The skeleton has {parents.shape[0]} joints, the config {J}.")
         parents = torch.where((parents < 0) | (parents >= J), torch.full_like(parents, -1), parents)
-        if int((parents < 0).sum()) != 1:
+        if not parents.is_meta and int((parents < 0).sum()) != 1:
             raise NeuralAvatarError("The skeleton must have exactly one root joint.")
         self.register_buffer("parents", parents)
         s = config.style
@@ -464,3 +511,9 @@ __all__ = [
     "FrameInputs", "Avatar", "VertexProjectionAvatar", "NeuralTextureAvatar", "GaussianBonesAvatar",
     "AVATAR_CLASSES", "build_avatar", "autocast_context", "PRECISIONS",
 ]
+
+
+# Memory estimates (defined with the helpers above; attached here, after the classes).
+VertexProjectionAvatar.render_bytes = _vp_render_bytes
+NeuralTextureAvatar.render_bytes = _nt_render_bytes
+GaussianBonesAvatar.render_bytes = _gb_render_bytes

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ..errors import BundleError, NeuralAvatarError
+from ..errors import BundleError, NeuralAvatarError, ResourceLimitError
+from ..guards import check_bytes, fmt_bytes
 from .avatar import Avatar, GaussianBonesAvatar, NeuralTextureAvatar, VertexProjectionAvatar
 from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, AvatarConfig
 
@@ -126,7 +127,7 @@ def read_bundle_meta(path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{js_path.name} is not a Neural Avatar model bundle.")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BundleError(f"{js_path.name} has no valid format version.")
     if version > FORMAT_VERSION:
         raise BundleError(f"{js_path.name} uses bundle format {version}; this add-on reads up to "
@@ -188,6 +189,10 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
         raise BundleError(f"The weights {st_path.name} do not belong to {js_path.name} (file changed or "
                           f"was only partly written). Save the bundle again.")
     try:
+        check_bytes(st_path.stat().st_size, f"Model bundle weights {st_path.name}")
+    except ResourceLimitError as e:
+        raise BundleError(str(e)) from e
+    try:
         tensors = load_file(str(st_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise BundleError(f"Model bundle weights {st_path.name} are corrupt: {e}") from e
@@ -199,15 +204,31 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
             raise BundleError(f"Model bundle {name} is missing the tensor '{key}'.")
         return tensors[key]
 
-    try:
+    def build():
         if cfg.mode == NEURAL_TEXTURE:
-            avatar = NeuralTextureAvatar(cfg, need("faces"), need("uv"), need("uv_faces"))
-        elif cfg.mode == GAUSSIAN_BONES:
-            avatar = GaussianBonesAvatar(cfg, need("parents"))
-        else:
-            avatar = VertexProjectionAvatar(cfg)
+            return NeuralTextureAvatar(cfg, need("faces"), need("uv"), need("uv_faces"))
+        if cfg.mode == GAUSSIAN_BONES:
+            return GaussianBonesAvatar(cfg, need("parents"))
+        return VertexProjectionAvatar(cfg)
+
+    try:
+        # Sizes in the JSON (vertex count, widths, depth, texture size) are checked before anything is
+        # allocated: the network is first built on the meta device (no memory), its bytes compared with
+        # the weights actually in the file and with this machine's memory.
+        with torch.device("meta"):
+            ghost = build()
+        need_bytes = sum(t.numel() * t.element_size() for t in ghost.state_dict().values())
+        file_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        del ghost
+        if need_bytes > 2 * file_bytes + (1 << 20):
+            raise BundleError(f"Model bundle {name} does not match its configuration: the configuration needs "
+                              f"{fmt_bytes(need_bytes)} of weights, the file holds {fmt_bytes(file_bytes)}.")
+        check_bytes(need_bytes, f"Model bundle {name}")
+        avatar = build()
     except BundleError:
         raise
+    except ResourceLimitError as e:
+        raise BundleError(str(e)) from e
     except NeuralAvatarError as e:
         raise BundleError(f"Model bundle {name} is inconsistent: {e}") from e
 

@@ -206,7 +206,9 @@ def read_annots(root: str, trust_pickle: bool = False) -> ZjuSource:
         if not isinstance(paths, (list, tuple)) or len(paths) != len(K):
             raise DatasetError(f"Annotation frame {k} lists {len(paths) if isinstance(paths, (list, tuple)) else '?'}"
                                f" images for {len(K)} cameras.")
-        ims.append([str(p) for p in paths])
+        from ..guards import safe_relpath
+
+        ims.append([safe_relpath(str(p), "annots: image path", DatasetError) for p in paths])
     if not ims:
         raise DatasetError("The annotations list no frames.")
     # ZJU's T is in millimetres (Neural Body: cam_T = T / 1000).

@@ -28,6 +28,8 @@ import torch
 
 from ..errors import DatasetError
 
+MIN_SIDE, MAX_SIDE = 8, 16384  # pixels: a training resolution / a capture's image side
+
 __all__ = [
     "FORMAT",
     "CaptureDataset",
@@ -90,8 +92,9 @@ def read_dataset_meta(root: str) -> dict:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise DatasetError(f"dataset.json: num_frames must be a positive integer, got {n!r}.")
     res = meta["resolution"]
-    if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res)):
-        raise DatasetError(f"dataset.json: resolution must be [H, W], got {res!r}.")
+    if not (isinstance(res, list) and len(res) == 2
+            and all(type(v) is int and 0 < v <= MAX_SIDE for v in res)):  # noqa: E721 - bool is not a size
+        raise DatasetError(f"dataset.json: resolution must be [H, W] with sides of 1–{MAX_SIDE} pixels, got {res!r}.")
     bg = meta["background"]
     if not (isinstance(bg, list) and len(bg) == 3 and all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in bg)):
         raise DatasetError(f"dataset.json: background must be 3 numbers in [0, 1], got {bg!r}.")
@@ -115,6 +118,13 @@ def read_dataset_meta(root: str) -> dict:
     ids = meta.get("identities")
     if ids is not None and not (isinstance(ids, list) and ids and all(isinstance(s, str) for s in ids)):
         raise DatasetError("dataset.json: 'identities' must be a non-empty list of names.")
+    if ids is not None:
+        from ..guards import safe_name
+
+        for s in ids:  # they become parts of output file names (avatar_<identity>.safetensors)
+            safe_name(s, "dataset.json: identity", DatasetError)
+        if len(set(ids)) != len(ids):
+            raise DatasetError("dataset.json: the 'identities' names must be different.")
     return meta
 
 
@@ -332,11 +342,18 @@ class CaptureDataset(torch.utils.data.Dataset):
         H0, W0 = self.capture_size
         if res is None:
             self.size = (H0, W0)
-        elif isinstance(res, int):
+        elif type(res) is int:  # noqa: E721 - bool is not a resolution
+            if not MIN_SIDE <= res <= MAX_SIDE:
+                raise DatasetError(f"The training resolution must be {MIN_SIDE}–{MAX_SIDE} pixels, got {res}.")
             s = res / max(H0, W0)
             self.size = (max(1, round(H0 * s)), max(1, round(W0 * s)))
         else:
-            self.size = (int(res[0]), int(res[1]))
+            try:
+                self.size = (int(res[0]), int(res[1]))
+            except (TypeError, ValueError, IndexError):
+                raise DatasetError(f"The training resolution must be a number of pixels, got {res!r}.") from None
+            if not all(MIN_SIDE <= v <= MAX_SIDE for v in self.size):
+                raise DatasetError(f"The training resolution must be {MIN_SIDE}–{MAX_SIDE} pixels, got {res!r}.")
         self.device = torch.device(device)
         self.augment = bool(augment)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))

@@ -59,6 +59,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import NeuralAvatarError
+from ..guards import float_in, int_in
 from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
 from .losses import (MultiScalePatchDiscriminator, VGGPerceptualLoss, feature_matching_loss,
                      gan_d_loss, gan_g_loss, l1, tv_loss)
@@ -826,8 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="capture folder (dataset.json, images/, ...)")
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--res", type=int, default=None, help="training resolution (longer side)")
+    p.add_argument("--steps", type=int_in(1, 10_000_000, "--steps"), default=2000)
+    p.add_argument("--res", type=int_in(8, 16384, "--res"), default=None, help="training resolution (longer side)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

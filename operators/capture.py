@@ -47,6 +47,7 @@ from .. import classes_registrar
 from ..deps import np
 
 from ..errors import CancelledError, DatasetError, NeuralAvatarError
+from ..guards import float_in, int_in
 from . import rig, subject
 
 FORMAT = "neural_avatar.capture/1"
@@ -642,8 +643,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m neural_avatar capture",
                                  description="Capture a training dataset from the demo subject.")
     ap.add_argument("--out", required=True, help="dataset folder (created; resumable)")
-    ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--frames", type=int_in(1, 1_000_000, "--frames"), default=200)
+    ap.add_argument("--res", type=int_in(8, 16384, "--res"), default=256)
     ap.add_argument("--engine", default="CYCLES", choices=["CYCLES", "WORKBENCH", "BLENDER_WORKBENCH", "EEVEE"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=subject.CYCLES_SAMPLES, help="Cycles samples per pixel")

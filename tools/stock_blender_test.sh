@@ -19,7 +19,7 @@
 # Environment: STOCK_SUITES ("trixie sid"), STOCK_TIMEOUT (s per Blender run).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="${STOCK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 SUITES="${STOCK_SUITES:-trixie sid}"
 TIMEOUT="${STOCK_TIMEOUT:-900}"
 PKGS="blender xvfb xauth x11-apps libgl1-mesa-dri python3-pip"
@@ -65,6 +65,8 @@ ensure_tree() {
         touch "$t/.debootstrap_done"
     fi
     cp /etc/resolv.conf "$t/etc/resolv.conf" 2>/dev/null || true
+    # This machine's HTTPS goes through a proxy with its own CA: the tree trusts what the host trusts.
+    cp /etc/ssl/certs/ca-certificates.crt "$t/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || true
     mount_tree "$t"
     if [ ! -x "$t/usr/bin/blender" ]; then
         in_tree "$t" apt-get $APT_OPTS update -q > "$t.apt.log" 2>&1
@@ -97,6 +99,9 @@ run_suite() {  # run_suite SUITE TREE: the steps above; non-zero at the first fa
     ZIP=$(cd "$T/na/dist" && ls -1 *.zip | head -n1)
     in_tree "$T" blender --command extension install-file -r user_default -e "/na/dist/$ZIP" \
         > "$T/na/out/install.log" 2>&1 || { tail -20 "$T/na/out/install.log"; return 1; }
+    # No splash screen over the screenshots (a user preference, saved once).
+    in_tree "$T" blender -b --python-expr "import bpy; bpy.context.preferences.view.show_splash = False; bpy.ops.wm.save_userpref()" \
+        > "$T/na/out/prefs.log" 2>&1 || return 1
     log "$SUITE: installed $ZIP; phase bare (no numpy, no torch)"
     blender_gui "$T" "$OUT" bare || return 1
     log "$SUITE: apt python3-numpy; phase numpy"
@@ -128,7 +133,7 @@ run_suite() {  # run_suite SUITE TREE: the steps above; non-zero at the first fa
     sed -i -E 's/^version = "([0-9]+)\.([0-9]+)\.([0-9]+)"/version = "\1.\2.99"/' "$T/na/repo/blender_manifest.toml"
     in_tree "$T" blender --command extension build --source-dir /na/repo --output-dir /na/dist_b > /dev/null 2>&1
     ZIPB=$(cd "$T/na/dist_b" && ls -1 *.zip | head -n1)
-    MAN=$(cd "$T" && ls -d na/blender_user/*/extensions/.user/user_default/neural_avatar/deps-*/neural_avatar_deps.json 2>/dev/null | head -n1)
+    MAN=$(cd "$T" && ls -d na/blender_user/extensions/.user/user_default/neural_avatar/deps-*/neural_avatar_deps.json 2>/dev/null | head -n1)
     in_tree "$T" blender --command extension install-file -r user_default -e "/na/dist_b/$ZIPB" \
         > "$T/na/out/update.log" 2>&1
     if [ -n "$MAN" ] && [ -f "$T/$MAN" ]; then

@@ -77,18 +77,20 @@ def screenshot(name):
     hdr = struct.unpack(">25I", data[:100])
     header_size, fmt, depth, w, h = hdr[0], hdr[2], hdr[3], hdr[4], hdr[5]
     bpp, bpl, ncolors = hdr[11], hdr[12], hdr[19]
-    if fmt != 2 or bpp != 32:
+    if fmt != 2 or bpp not in (24, 32):
         raise RuntimeError(f"unsupported xwd dump (format {fmt}, {bpp} bpp)")
+    step = bpp // 8
     off = header_size + ncolors * 12
     little = hdr[7] == 0  # byte_order LSBFirst
     rows = []
     for y in range(h):
-        row = data[off + y * bpl: off + y * bpl + w * 4]
+        row = data[off + y * bpl: off + y * bpl + w * step]
         out = bytearray(w * 3)
-        if little:  # B G R X
-            out[0::3], out[1::3], out[2::3] = row[2::4], row[1::4], row[0::4]
-        else:  # X R G B
-            out[0::3], out[1::3], out[2::3] = row[1::4], row[2::4], row[3::4]
+        if little:  # B G R (X)
+            out[0::3], out[1::3], out[2::3] = row[2::step], row[1::step], row[0::step]
+        else:  # (X) R G B
+            k = step - 3
+            out[0::3], out[1::3], out[2::3] = row[k::step], row[k + 1::step], row[k + 2::step]
         rows.append(bytes(out))
     path = os.path.join(OUT, name)
     _png(path, w, h, rows)
@@ -116,7 +118,19 @@ def show_sidebar():
             try:
                 region.active_panel_category = "Neural Avatar"
             except (AttributeError, TypeError, ValueError) as e:
-                log(f"cannot switch the sidebar tab: {e}")
+                # Blender 4.3: read-only. For the screenshot only, take the built-in sidebar
+                # panels away so that ours is the tab shown.
+                log(f"cannot switch the sidebar tab ({e}); hiding the built-in sidebar panels")
+                panels = [cls for cls in (getattr(bpy.types, n, None) for n in dir(bpy.types))
+                          if isinstance(cls, type) and issubclass(cls, bpy.types.Panel)
+                          and not cls.__name__.startswith("NEURAL")
+                          and getattr(cls, "bl_space_type", "") == "VIEW_3D"
+                          and getattr(cls, "bl_region_type", "") == "UI"]
+                for cls in sorted(panels, key=lambda c: not getattr(c, "bl_parent_id", "")):  # children first
+                    try:
+                        bpy.utils.unregister_class(cls)
+                    except RuntimeError:
+                        pass
     area.tag_redraw()
 
 
@@ -132,9 +146,8 @@ def show_preferences():
         import addon_utils
 
         mod = sys.modules.get(MOD)
-        if mod is not None:
-            info = addon_utils.module_bl_info(mod)
-            info["show_expanded"] = True
+        if mod is not None and not addon_utils.module_bl_info(mod).get("show_expanded"):
+            bpy.ops.preferences.addon_expand(module=MOD)
     except Exception as e:  # noqa: BLE001
         log(f"cannot expand the add-on entry: {e}")
     for win in bpy.context.window_manager.windows:

@@ -125,10 +125,12 @@ class NEURAL_AVATAR_OT_install_dependencies(bpy.types.Operator):
 
     def execute(self, context):
         # Synchronous path (blender -b, scripts, tests): progress lines on stdout.
+        INSTALL["error"] = ""
         try:
             kw = self._args(context)
             manifest = deps.install(on_event=deps.ConsoleProgress(), **kw)
         except deps.NeuralAvatarError as e:
+            INSTALL["error"] = str(e)  # shown in the preferences until the next try
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         deps.add_to_path(kw["target"])
@@ -199,6 +201,20 @@ class NEURAL_AVATAR_OT_cancel_install(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def wrapped(layout, text: str, context=None, icon="NONE"):
+    """Labels wrapped to the region's width (long messages are not cut off in the sidebar)."""
+    import textwrap
+
+    try:
+        width = (context or bpy.context).region.width
+        scale = (context or bpy.context).preferences.system.ui_scale
+    except AttributeError:
+        width, scale = 300, 1.0
+    chars = max(18, int(width / (6.5 * scale)) - 4)
+    for i, line in enumerate(textwrap.wrap(text, chars) or [""]):
+        layout.label(text=line, icon=icon if i == 0 else "NONE")
+
+
 def draw_dependencies(layout, context, compact=False):
     """The *Dependencies* box: state, installer buttons, progress. Used by the preferences and,
     compact, by the sidebar when something is missing."""
@@ -220,18 +236,17 @@ def draw_dependencies(layout, context, compact=False):
         return
     if "numpy" in missing:
         col.label(text="Dependencies missing: numpy", icon="ERROR")
-        col.label(text="Install your system's python3-numpy package,")
-        col.label(text="or use Install Dependencies (adds numpy too).")
+        wrapped(col, "Install your system's python3-numpy package, or use Install Dependencies, which "
+                     "adds numpy too.", context)
     elif missing:
         col.label(text="Dependencies missing", icon="ERROR")
-        col.label(text=", ".join(deps._PIP_NAMES.get(m, m) for m in missing))
+        wrapped(col, ", ".join(deps._PIP_NAMES.get(m, m) for m in missing), context)
     else:
         col.label(text="Dependencies installed", icon="CHECKMARK")
     if INSTALL["error"]:
         err = box.column(align=True)
         err.alert = True
-        for line in INSTALL["error"].splitlines()[:3 if compact else 6]:
-            err.label(text=line[:90])
+        wrapped(err, " ".join(INSTALL["error"].splitlines()[:3 if compact else 8]), context)
     if compact:
         if missing:
             box.operator(NEURAL_AVATAR_OT_install_dependencies.bl_idname, icon="IMPORT")
@@ -245,12 +260,12 @@ def draw_dependencies(layout, context, compact=False):
     box.operator(NEURAL_AVATAR_OT_install_dependencies.bl_idname,
                  text="Reinstall Dependencies" if not missing else "Install Dependencies", icon="IMPORT")
     if prefs is not None:
-        box.prop(prefs, "deps_folder")
+        box.prop(prefs, "deps_folder", text="Folder")
     target = deps_target(prefs)
     info = deps.read_manifest(target)
     sub = box.column(align=True)
     sub.scale_y = 0.8
-    sub.label(text=f"Folder: {target}")
+    wrapped(sub, f"Folder: {target}", context)
     if info:
         inst = info.get("installed", {})
         sub.label(text=f"Installed: torch {inst.get('torch', '?')} ({info.get('variant', '?')}), "

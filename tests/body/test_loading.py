@@ -133,23 +133,6 @@ def _install_fake_module(monkeypatch, modname, classname, cls_body=None):
     return cls
 
 
-def test_chumpy_pickle_without_chumpy_gives_a_fix(tmp_path, monkeypatch):
-    Ch = _install_fake_module(monkeypatch, "chumpy.ch", "Ch")
-    d = _synthetic()
-    obj = Ch()
-    obj.x = d["shapedirs"]
-    d["shapedirs"] = obj
-    path = tmp_path / "SMPL_NEUTRAL.pkl"
-    path.write_bytes(pickle.dumps(d, protocol=2))
-    # now "uninstall" chumpy: importing it fails like on a machine without it
-    monkeypatch.setitem(sys.modules, "chumpy", None)
-    monkeypatch.delitem(sys.modules, "chumpy.ch")
-    with pytest.raises(BodyModelError) as info:
-        body.load_model_file(path, "smpl")
-    msg = str(info.value)
-    assert "chumpy" in msg and "pip install chumpy" in msg and "clean_ch.py" in msg
-
-
 def test_pickle_with_scipy_sparse_regressor_loads_without_scipy(tmp_path, monkeypatch):
     csc = _install_fake_module(monkeypatch, "scipy.sparse._csc", "csc_matrix")
     d = _synthetic()
