@@ -57,12 +57,34 @@ def render_main(argv=None) -> int:
         scene.frame_end = a.end
     scene.render.filepath = os.path.abspath(a.out)
     state.clear_error()
-    if a.anim:
-        bpy.ops.render.render(animation=True)
-    else:
-        if a.frame is not None:
-            scene.frame_set(a.frame)
-        bpy.ops.render.render(write_still=True)
+    state.ERRORS.clear()
+    # Ctrl+C finishes the frame being rendered, then stops with exit code 130 (as `blender -b` does).
+    import signal
+
+    def on_sigint(signum, frame):
+        if state.STOP_REQUESTED:  # a second Ctrl+C: stop now
+            raise KeyboardInterrupt
+        state.STOP_REQUESTED = True
+        print("\nInterrupted: stopping after the current frame (Ctrl+C again to stop now).", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        if a.anim:
+            bpy.ops.render.render(animation=True)
+        else:
+            if a.frame is not None:
+                scene.frame_set(a.frame)
+            bpy.ops.render.render(write_still=True)
+    except RuntimeError:
+        pass  # the engine reported the error (recorded in state); Blender wrote no frame for it
+    except KeyboardInterrupt:
+        state.STOP_REQUESTED = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if state.STOP_REQUESTED:
+        state.STOP_REQUESTED = False
+        print("error: render interrupted (Ctrl+C)", file=sys.stderr)
+        return 130
     if state.ERRORS and state.LAST_ERROR:
         print(f"error: {state.LAST_ERROR}", file=sys.stderr)
         return 1

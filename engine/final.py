@@ -139,6 +139,8 @@ def render_frame(engine, depsgraph) -> None:
     try:
         from .. import deps
 
+        if state.STOP_REQUESTED:  # Ctrl+C on the command line: the frame before this one was the last
+            raise CancelledError("Render interrupted (Ctrl+C).")
         deps.require(*RENDER_MODULES, feature="Neural Avatar rendering")
         t0 = time.perf_counter()
         cam = scene_io.camera_frame(scene, scene.camera)

@@ -3,6 +3,7 @@ LAST_ERROR: str = ""
 ERRORS: list = []  # every error message of this session, newest last
 WARNINGS: list = []
 FRAMES: list = []  # (frame, timings) of recent renders (bounded)
+STOP_REQUESTED: bool = False  # Ctrl+C in `python -m neural_avatar render`: no frame starts after it
 
 
 def record_error(msg: str) -> None:

@@ -248,3 +248,50 @@ def test_body_frames_joints_are_in_model_order(addon):
     mw = arm.matrix_world
     expect = np.array([mw @ arm.pose.bones[n].head for n in body.SMPL_JOINT_NAMES], dtype=np.float32)
     np.testing.assert_allclose(bf.joints, expect, atol=1e-5)
+
+
+@pytest.mark.parametrize("exc", [RecursionError("maximum recursion depth exceeded"), MemoryError(),
+                                 np.linalg.LinAlgError("Singular matrix"),
+                                 RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+                                 ValueError("anything else")], ids=lambda e: type(e).__name__)
+def test_any_failure_is_an_error_and_writes_no_frame(addon, tmp_path, monkeypatch, exc):
+    """Not only project errors: whatever escapes the pipeline is reported as an ERROR, so Blender
+    saves no (black) frame and an animation stops."""
+    scene, arm = _scene(addon, res=32)
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(final, "run_bodies", boom)
+    scene.render.filepath = str(tmp_path / "still.png")
+    expect = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
+    _render_fails(expect)
+    assert not os.path.exists(tmp_path / "still.png")
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.render.filepath = str(tmp_path / "anim" / "f_")
+    with pytest.raises(RuntimeError):
+        bpy.ops.render.render(animation=True)
+    assert not (tmp_path / "anim").exists() or not os.listdir(tmp_path / "anim")
+    assert len([e for e in state.ERRORS if expect in e]) >= 2
+
+
+def test_cancelled_frame_is_not_saved(addon, tmp_path, monkeypatch):
+    scene, arm = _scene(addon, res=32)
+    real = final.run_bodies
+
+    def cancel_midway(*a, **k):
+        k["test_break"] = lambda: True
+        return real(*a, **k)
+
+    monkeypatch.setattr(final, "run_bodies", cancel_midway)
+    scene.render.filepath = str(tmp_path / "c.png")
+    _render_fails("cancelled")
+    assert not os.path.exists(tmp_path / "c.png")
+
+
+def test_huge_frame_is_refused_with_the_memory_it_needs(addon, tmp_path):
+    scene, arm = _scene(addon, res=32)
+    scene.render.resolution_x = scene.render.resolution_y = 16000
+    scene.render.filepath = str(tmp_path / "huge.png")
+    _render_fails("would need")
+    assert "GB" in state.LAST_ERROR and not os.path.exists(tmp_path / "huge.png")
