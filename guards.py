@@ -165,3 +165,155 @@ def float_in(lo: float, hi: float, what: str = "value", allow_zero: bool = False
 
     parse.__name__ = what
     return parse
+
+
+def npy_header(fileobj):
+    """``(shape, dtype)`` an ``.npy`` stream declares, read without its data (numpy imported here)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    version = fmt.read_magic(fileobj)
+    reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if reader is None:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = reader(fileobj)
+    return shape, dtype
+
+
+def load_npz(path, label: str, error=NeuralAvatarError, keys=None, fraction: float = DEFAULT_FRACTION) -> dict:
+    """Arrays of an ``.npz`` (``keys``: only those present), each member's declared size checked
+    against the memory budget *before* it is decompressed; pickled members are refused. Every
+    failure is ``error`` (or :class:`ResourceLimitError`) worded with ``label``."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - whatever numpy throws on garbage
+        raise error(f"{label} cannot be read as an .npz archive ({type(e).__name__}: {e}).") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise error(f"{label} is a single array, not an .npz archive.")
+    out = {}
+    with npz:
+        for key in npz.files:
+            if keys is not None and key not in keys:
+                continue
+            try:
+                with npz.zip.open(key + ".npy") as f:
+                    shape, dtype = npy_header(f)
+            except (KeyError, zipfile.BadZipFile) as e:
+                raise error(f"{label}: member '{key}' is unreadable ({e}).") from None
+            except Exception as e:  # noqa: BLE001 - a garbled header (SyntaxError, zlib.error, ...)
+                raise error(f"{label}: member '{key}' is damaged ({type(e).__name__}).") from None
+            if dtype.hasobject:
+                raise error(f"{label}: '{key}' is stored as pickled Python objects, which are not loaded.")
+            check_elements(shape, max(1, dtype.itemsize), f"{label}: '{key}' {tuple(shape)}", fraction)
+            try:
+                out[key] = npz[key]
+            except Exception as e:  # noqa: BLE001
+                raise error(f"{label}: member '{key}' is damaged ({type(e).__name__}: {e}).") from None
+    return out
+
+
+def load_npy(path, label: str, error=NeuralAvatarError, fraction: float = DEFAULT_FRACTION):
+    """One ``.npy`` array, its declared size checked first; pickles refused."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            shape, dtype = npy_header(f)
+    except OSError as e:
+        raise error(f"{label} cannot be read ({e.strerror or e}).") from None
+    except Exception as e:  # noqa: BLE001
+        raise error(f"{label} is not a valid .npy file ({type(e).__name__}).") from None
+    if dtype.hasobject:
+        raise error(f"{label} holds pickled Python objects, which are not loaded.")
+    check_elements(shape, max(1, dtype.itemsize), label, fraction)
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise error(f"{label} is damaged ({type(e).__name__}: {e}).") from None
+
+
+MAX_JSON_BYTES = 256 << 20  # a dataset.json / cameras.json / bundle .json larger than this is refused
+
+
+def parse_json(text, label: str, error=NeuralAvatarError):
+    """``json.loads`` whose every failure (bad syntax, bad encoding, nesting deep enough for a
+    RecursionError, numbers too large) is ``error`` worded with ``label``."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{label} is nested too deeply to be one of our files.") from None
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise error(f"{label} is not valid JSON ({e}).") from None
+
+
+def load_json(path, label: str, error=NeuralAvatarError, max_bytes: int = MAX_JSON_BYTES):
+    """Read a JSON file from an untrusted source (size checked first; see :func:`parse_json`)."""
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise error(f"{label} is {fmt_bytes(size)}; files of this kind are at most {fmt_bytes(max_bytes)}.")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise error(f"{label} cannot be read ({e.strerror or e}).") from None
+    return parse_json(raw, label, error)
+
+
+def image_size(path):
+    """``(height, width)`` a PNG or JPEG declares in its header (read without decoding), or None
+    for another format. Lets a loader refuse a hostile image before the decoder allocates it."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+                w, h = struct.unpack(">II", head[16:24])
+                return int(h), int(w)
+            if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
+                f.seek(2)
+                for _ in range(10000):
+                    b = f.read(1)
+                    while b and b != b"\xff":
+                        b = f.read(1)
+                    while b == b"\xff":
+                        b = f.read(1)
+                    if not b:
+                        return None
+                    marker = b[0]
+                    if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                        continue
+                    seg = f.read(2)
+                    if len(seg) < 2:
+                        return None
+                    length = struct.unpack(">H", seg)[0]
+                    if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                        sof = f.read(5)
+                        if len(sof) < 5:
+                            return None
+                        h, w = struct.unpack(">HH", sof[1:5])
+                        return int(h), int(w)
+                    f.seek(max(0, length - 2), 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def check_image(path, label: str, error=NeuralAvatarError, expect=None, fraction: float = DEFAULT_FRACTION) -> None:
+    """Before decoding ``path``: its declared size fits the memory budget and, with ``expect``
+    ``(h, w)``, equals it."""
+    size = image_size(path)
+    if size is None:
+        return
+    if expect is not None and tuple(size) != tuple(expect):
+        raise error(f"{label} is {size[1]}x{size[0]} pixels; {expect[1]}x{expect[0]} were expected.")
+    try:
+        check_elements((size[0], size[1], 4), 4, label, fraction)
+    except ResourceLimitError as e:
+        raise error(str(e)) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+from struct import error as struct_error
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,6 +356,44 @@ _ALLOWED_GLOBALS = {
 _NUMPY_TYPE_MODULES = ("numpy", "numpy.dtypes")
 
 
+def _checked_alloc(fn, shape_arg: int):
+    """``fn`` with its ``shape_arg``-th positional argument (a shape or a length) checked against
+    the memory budget first: ``_reconstruct(cls, shape, dtype)`` and ``ndarray(shape, …)`` allocate
+    whatever shape the pickle names, ``bytearray(n)`` n bytes."""
+    from ..guards import check_elements
+
+    def wrapper(*args, **kwargs):
+        args = tuple(np.ndarray if a is _NdarrayChecked else a for a in args)
+        if len(args) > shape_arg:
+            shape = args[shape_arg]
+            if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+                shape = (int(shape),)
+            if isinstance(shape, (tuple, list)) and all(isinstance(d, (int, np.integer)) for d in shape):
+                check_elements(shape, 16, "An array in the model file")
+        return fn(*args, **kwargs)
+
+    wrapper.__name__ = getattr(fn, "__name__", "checked")
+    return wrapper
+
+
+class _NdarrayChecked:
+    """``numpy.ndarray`` as a pickle sees it: calling it (``ndarray(shape, dtype)``) checks the
+    shape first; ``isinstance``/``__new__`` uses go to the real class."""
+
+    def __new__(cls, *args, **kwargs):
+        return _checked_alloc(np.ndarray, 0)(*args, **kwargs)
+
+
+def _reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` for plain objects only (base ``object``): another base would be
+    called with pickle-chosen arguments (``bytearray(10**10)``)."""
+    import copyreg
+
+    if base is not object:
+        raise pickle.UnpicklingError("refused object reconstruction from a non-object base")
+    return copyreg._reconstructor(cls, base, state)
+
+
 class _ModelUnpickler(pickle.Unpickler):
     """Rebuilds only what SMPL-family pickles hold: numpy arrays, dtypes and scalars, scipy
     sparse matrices (as stubs, scipy is not imported) and chumpy leaves (as :class:`_ChStub`,
@@ -366,7 +405,8 @@ class _ModelUnpickler(pickle.Unpickler):
         kind = _ALLOWED_GLOBALS.get((module, name))
         if kind is None and module in _NUMPY_TYPE_MODULES and name.isidentifier():
             obj = getattr(np if module == "numpy" else getattr(np, "dtypes", None), name, None)
-            if isinstance(obj, type) and (issubclass(obj, (np.generic, np.dtype))):
+            # numeric scalar types and dtype classes (not np.void/np.str_, whose size is the argument)
+            if isinstance(obj, type) and (issubclass(obj, (np.number, np.bool_, np.dtype))):
                 return obj
         if kind is None:
             raise pickle.UnpicklingError(f"refused global {module}.{name}")
@@ -377,11 +417,17 @@ class _ModelUnpickler(pickle.Unpickler):
         if kind == "numpy":  # pickles from numpy 2 name numpy._core, older ones numpy.core
             if module.startswith("numpy._core") and not hasattr(np, "_core"):
                 module = module.replace("numpy._core", "numpy.core")
-            return super().find_class(module, name)
+            obj = super().find_class(module, name)
+            if name == "_reconstruct":
+                return _checked_alloc(obj, 1)
+            if name == "ndarray":
+                return _NdarrayChecked
+            return obj
         if kind == "copyreg":
-            return super().find_class("copyreg", name)
+            return _reconstructor
         if kind == "builtins":
-            return super().find_class("builtins", name)
+            obj = super().find_class("builtins", name)
+            return _checked_alloc(obj, 0) if name in ("bytes", "bytearray") else obj
         return super().find_class(module, name)
 
 
@@ -412,7 +458,8 @@ def _read_pickle(path: Path) -> dict:
         raise BodyModelError(f"{path.name} is nested too deeply to be a body-model pickle.") from None
     except MemoryError:
         raise BodyModelError(f"{path.name} asks for more memory than this machine has.") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
+            UnicodeDecodeError, struct_error) as exc:
         raise BodyModelError(f"{path.name} is not a readable body-model pickle "
                              f"({type(exc).__name__}: {exc}).") from None
     if not isinstance(data, dict):
@@ -424,21 +471,10 @@ def _read_pickle(path: Path) -> dict:
 
 
 def _read_npz(path: Path) -> dict:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BodyModelError(f"{path.name} is not a readable .npz file ({exc}).") from None
-    out = {}
-    with npz:
-        for key in (*REQUIRED_KEYS, "vt", "ft", "model_id"):
-            if key not in npz.files:
-                continue
-            try:
-                out[key] = npz[key]
-            except ValueError:  # an object array: never unpickled
-                raise BodyModelError(f"{path.name}: '{key}' is stored as pickled Python "
-                                     "objects, which this add-on does not load.") from None
-    return out
+    from ..guards import load_npz
+
+    # sizes checked before decompressing; object (pickled) arrays never unpickled
+    return load_npz(path, path.name, BodyModelError, keys=(*REQUIRED_KEYS, "vt", "ft", "model_id"))
 
 
 def load_model_file(path: os.PathLike | str, model_type: Optional[str] = None,

@@ -224,7 +224,9 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
         try:
             with open(plan_path, "r", encoding="utf-8") as f:
                 old = json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
+            old = {}
+        if not isinstance(old, dict):
             old = {}
         if old.get("digest") != digest:
             raise DatasetError(f"'{gt_dir}' holds the ground truth of another evaluation (other motions, "
@@ -276,13 +278,14 @@ def load_ground_truth(gt_dir: str, model) -> dict:
     from ..body import kinematics
 
     try:
-        with open(os.path.join(gt_dir, "dataset.json"), "r", encoding="utf-8") as f:
-            meta = json.load(f)
-        with open(os.path.join(gt_dir, "cameras.json"), "r", encoding="utf-8") as f:
-            cams = json.load(f)["frames"]
-        with np.load(os.path.join(gt_dir, "body.npz"), allow_pickle=False) as z:
-            body = {k: np.asarray(z[k]) for k in z.files}
-        vc = np.load(os.path.join(gt_dir, "vertex_colors.npy"), allow_pickle=False)
+        from ..guards import load_json, load_npy, load_npz
+
+        meta = load_json(os.path.join(gt_dir, "dataset.json"), "dataset.json", DatasetError)
+        cams = load_json(os.path.join(gt_dir, "cameras.json"), "cameras.json", DatasetError)["frames"]
+
+        body = {k: np.asarray(v) for k, v in load_npz(os.path.join(gt_dir, "body.npz"), "body.npz",
+                                                       DatasetError).items()}
+        vc = load_npy(os.path.join(gt_dir, "vertex_colors.npy"), "vertex_colors.npy", DatasetError)
     except (OSError, ValueError, KeyError) as e:
         raise DatasetError(f"The ground truth in '{gt_dir}' is incomplete: {e}") from e
     N = int(meta["num_frames"])
@@ -296,6 +299,10 @@ def load_ground_truth(gt_dir: str, model) -> dict:
     j = np.einsum("nab,nvb->nva", M[:, :3, :3], j) + M[:, None, :3, 3]
     rgb, msk = [], []
     for i in range(N):
+        from ..guards import check_image
+
+        for sub in ("images", "masks"):
+            check_image(os.path.join(gt_dir, sub, f"{i:06d}.png"), f"{sub}/{i:06d}.png", DatasetError)
         img = cv2.imread(os.path.join(gt_dir, "images", f"{i:06d}.png"), cv2.IMREAD_COLOR)
         m = cv2.imread(os.path.join(gt_dir, "masks", f"{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
         if img is None or m is None:

@@ -232,7 +232,7 @@ def read_clip(text: bytes | str) -> np.ndarray:
     try:
         data = json.loads(text)
         frames = np.asarray(data["Frames"], dtype=np.float64)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise MotionFileError(f"Not a DeepMimic motion file: {e}") from None
     if frames.ndim != 2 or frames.shape[1] != FRAME_WIDTH or frames.shape[0] < 1:
         raise MotionFileError(

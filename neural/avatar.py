@@ -425,7 +425,8 @@ class GaussianBonesAvatar(Avatar):
         self.register_buffer("parents", parents)
         s = config.style
         gen = torch.Generator().manual_seed(0)
-        self.identity.appearance = nn.Parameter(torch.randn(s.num_primitives, s.appearance_dim, generator=gen))
+        self.identity.appearance = nn.Parameter(torch.randn(s.num_primitives, s.appearance_dim, generator=gen,
+                                                            device=torch.empty(0).device))
         self.identity.background_appearance = nn.Parameter(torch.zeros(s.appearance_dim))
         log_w = torch.full((s.num_primitives,), math.log(s.bone_width))
         if s.learn_widths:

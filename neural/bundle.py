@@ -60,9 +60,23 @@ def atomic_write(target: Path, write) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, NeuralAvatarError):
+            # torch.save on a full disk says "unexpected pos …": say what happened instead.
+            import shutil
+
+            try:
+                free = shutil.disk_usage(target.parent).free
+            except OSError:
+                free = -1
+            if free >= 0 and (free < (64 << 20) or getattr(e, "errno", None) == 28 or "unexpected pos" in str(e)):
+                raise NeuralAvatarError(
+                    f"Could not write {target.name}: the disk is full ({free / (1 << 20):.0f} MB free in "
+                    f"{target.parent}). Free some space; the previous {target.name}, if any, is unchanged.") from None
+            raise NeuralAvatarError(f"Could not write {target.name} in {target.parent}: "
+                                    f"{getattr(e, 'strerror', None) or e}. The previous file, if any, is unchanged.") from None
         raise
 
 
@@ -120,10 +134,9 @@ def read_bundle_meta(path) -> dict:
     st_path, js_path = bundle_paths(path)
     if not js_path.is_file():
         raise BundleError(f"Model bundle description {js_path.name} not found in {js_path.parent}.")
-    try:
-        meta = json.loads(js_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"Model bundle description {js_path.name} is not valid JSON ({e}).") from e
+    from ..guards import load_json
+
+    meta = load_json(js_path, f"Model bundle description {js_path.name}", BundleError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{js_path.name} is not a Neural Avatar model bundle.")
     version = meta.get("format_version")
@@ -231,6 +244,8 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
         raise BundleError(str(e)) from e
     except NeuralAvatarError as e:
         raise BundleError(f"Model bundle {name} is inconsistent: {e}") from e
+    except (ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:  # a network refusing its config
+        raise BundleError(f"Model bundle {name} has an unusable configuration: {e}") from None
 
     expected = avatar.state_dict()
     missing = sorted(set(expected) - set(tensors))

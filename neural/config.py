@@ -105,6 +105,8 @@ class UNetConfig(_ConfigBase):
             v = getattr(self, name)
             _check(_is_int(v) and v >= (0 if name == "depth" else 1), f"UNetConfig.{name} must be a positive integer, got {v!r}")
         _check(self.depth <= 8, f"UNetConfig.depth must be at most 8, got {self.depth}")
+        for name in ("in_ch", "out_ch", "width", "max_width"):
+            _check(getattr(self, name) <= MAX_CHANNELS, f"UNetConfig.{name} must be at most {MAX_CHANNELS}")
         _check(self.norm in NORMS, f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.up in UPSAMPLING, f"UNetConfig.up must be one of {UPSAMPLING}, got {self.up!r}")
 
@@ -132,6 +134,12 @@ class AnrConfig(_ConfigBase):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, f"AnrConfig.{name} must be a positive integer, got {v!r}")
         _check(self.latent_channels >= 3, "AnrConfig.latent_channels must be at least 3 (its first 3 are RGB)")
+        # Counts of layers/levels make Python objects, not tensors: capped here (tensor sizes are
+        # checked against memory when a bundle loads).
+        _check(self.pyramid_levels <= 16, f"AnrConfig.pyramid_levels must be at most 16, got {self.pyramid_levels}")
+        _check(self.r1_depth <= 8 and self.r2_depth <= 8, "AnrConfig.r1_depth / r2_depth must be at most 8")
+        for name in ("texture_channels", "texture_size", "latent_channels", "r1_width", "r2_width"):
+            _check(getattr(self, name) <= MAX_CHANNELS, f"AnrConfig.{name} must be at most {MAX_CHANNELS}")
         _check(self.texture_size >= 2 ** (self.pyramid_levels - 1),
                f"AnrConfig.texture_size {self.texture_size} is too small for {self.pyramid_levels} pyramid levels")
         _check(self.norm in NORMS, f"AnrConfig.norm must be one of {NORMS}, got {self.norm!r}")
@@ -160,9 +168,15 @@ class StyleConfig(_ConfigBase):
                and all(_is_int(w) and w >= 1 for w in self.widths),
                f"StyleConfig.widths must be a non-empty list of positive integers, got {self.widths!r}")
         _check(len(self.widths) <= 9, "StyleConfig.widths allows at most 9 levels")
+        _check(self.mapping_layers <= 32, f"StyleConfig.mapping_layers must be at most 32, got {self.mapping_layers}")
+        _check(self.num_primitives <= 256, f"StyleConfig.num_primitives must be at most 256, got {self.num_primitives}")
+        _check(max(self.widths) <= MAX_CHANNELS and self.appearance_dim <= MAX_CHANNELS and self.w_dim <= MAX_CHANNELS,
+               f"StyleConfig widths, appearance_dim and w_dim must be at most {MAX_CHANNELS}")
         _check(_is_num(self.bone_width) and self.bone_width > 0, f"StyleConfig.bone_width must be > 0, got {self.bone_width!r}")
         _check(isinstance(self.learn_widths, bool), "StyleConfig.learn_widths must be true or false")
 
+
+MAX_CHANNELS = 65536  # any width, channel count or texture side in a config
 
 _SUB_FIELDS = {VERTEX_PROJECTION: "unet", NEURAL_TEXTURE: "anr", GAUSSIAN_BONES: "style"}
 _SUB_TYPES = {"unet": UNetConfig, "anr": AnrConfig, "style": StyleConfig}
@@ -210,6 +224,8 @@ class AvatarConfig:
         _check(isinstance(self.body_model_id, str), "AvatarConfig.body_model_id must be a string")
         _check(_is_int(self.num_verts) and self.num_verts >= 0, f"AvatarConfig.num_verts must be >= 0, got {self.num_verts!r}")
         _check(_is_int(self.num_joints) and self.num_joints >= 2, f"AvatarConfig.num_joints must be >= 2, got {self.num_joints!r}")
+        _check(self.num_verts <= 10_000_000, f"AvatarConfig.num_verts must be at most 10 million, got {self.num_verts}")
+        _check(self.num_joints <= 257, f"AvatarConfig.num_joints must be at most 257, got {self.num_joints}")
         _check(isinstance(self.background, tuple) and len(self.background) == 3
                and all(_is_num(c) and 0.0 <= c <= 1.0 for c in self.background),
                f"AvatarConfig.background must be 3 numbers in [0, 1], got {self.background!r}")

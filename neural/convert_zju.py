@@ -175,11 +175,9 @@ def read_annots(root: str, trust_pickle: bool = False) -> ZjuSource:
         raise DatasetError(f"ZJU-MoCap folder '{root}' does not exist.")
     pj, pn = os.path.join(root, "annots.json"), os.path.join(root, "annots.npy")
     if os.path.isfile(pj):
-        try:
-            with open(pj, "r", encoding="utf-8") as f:
-                ann = json.load(f)
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"annots.json is not valid JSON: {e}") from e
+        from ..guards import load_json
+
+        ann = load_json(pj, "annots.json", DatasetError)
     elif os.path.isfile(pn):
         ann = _load_pickled_npy(pn, trust_pickle)
     else:
@@ -229,17 +227,13 @@ def read_params(param_dir: str, index: int, trust_pickle: bool = False) -> Dict[
     in the released data: needs ``trust_pickle``)."""
     base = os.path.join(param_dir, str(index))
     if os.path.isfile(base + ".json"):
-        try:
-            with open(base + ".json", "r", encoding="utf-8") as f:
-                d = json.load(f)
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{base}.json is not valid JSON: {e}") from e
+        from ..guards import load_json
+
+        d = load_json(base + ".json", f"{os.path.basename(base)}.json", DatasetError)
     elif os.path.isfile(base + ".npz"):
-        try:
-            with np.load(base + ".npz", allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-        except Exception as e:  # noqa: BLE001 - any damage -> one clear message
-            raise DatasetError(f"{base}.npz cannot be read: {e}") from e
+        from ..guards import load_npz
+
+        d = load_npz(base + ".npz", f"{os.path.basename(base)}.npz", DatasetError)
     elif os.path.isfile(base + ".npy"):
         d = _load_pickled_npy(base + ".npy", trust_pickle)
     else:
@@ -309,7 +303,10 @@ def _read_vertices(vertex_dir: str, index: int) -> Optional[np.ndarray]:
 
 
 def _read_image(path: str):
+    from ..guards import check_image
+
     cv2 = _cv2()
+    check_image(path, f"Image '{path}'", DatasetError)
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise DatasetError(f"Image '{path}' is missing or cannot be decoded.")

@@ -69,11 +69,9 @@ class FrameTargets:
 def _load_json(path: str, what: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"The dataset has no {what} ({os.path.basename(path)} is missing).")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{os.path.basename(path)} is not valid JSON: {e}") from e
+    from ..guards import load_json
+
+    return load_json(path, os.path.basename(path), DatasetError)
 
 
 def read_dataset_meta(root: str) -> dict:
@@ -177,11 +175,9 @@ def _read_body(root: str, n: int) -> Dict[str, np.ndarray]:
     path = os.path.join(root, "body.npz")
     if not os.path.isfile(path):
         raise DatasetError("The dataset has no body parameters (body.npz is missing).")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: np.asarray(z[k]) for k in z.files}
-    except Exception as e:
-        raise DatasetError(f"body.npz cannot be read: {e}") from e
+    from ..guards import load_npz
+
+    data = {k: np.asarray(v) for k, v in load_npz(path, "body.npz", DatasetError).items()}
     for k in _BODY_KEYS:
         if k not in data:
             raise DatasetError(f"body.npz lacks '{k}'.")
@@ -298,10 +294,9 @@ class CaptureDataset(torch.utils.data.Dataset):
         vc_path = os.path.join(self.root, "vertex_colors.npy")
         if not os.path.isfile(vc_path):
             raise DatasetError("The dataset has no vertex colours (vertex_colors.npy is missing).")
-        try:
-            vc = np.load(vc_path, allow_pickle=False)
-        except Exception as e:
-            raise DatasetError(f"vertex_colors.npy cannot be read: {e}") from e
+        from ..guards import load_npy
+
+        vc = load_npy(vc_path, "vertex_colors.npy", DatasetError)
         if vc.ndim == 2:
             vc = vc[None]
         if vc.ndim != 3 or vc.shape[1:] != (V, 3):
@@ -401,6 +396,10 @@ class CaptureDataset(torch.utils.data.Dataset):
         cv2 = _cv2()
         ip = os.path.join(self.root, "images", f"{i:06d}.png")
         mp = os.path.join(self.root, "masks", f"{i:06d}.png")
+        from ..guards import check_image
+
+        for path, label in ((ip, f"images/{i:06d}.png"), (mp, f"masks/{i:06d}.png")):
+            check_image(path, label, DatasetError, expect=self.capture_size)  # before the decoder allocates
         img = cv2.imread(ip, cv2.IMREAD_COLOR)
         msk = cv2.imread(mp, cv2.IMREAD_GRAYSCALE)
         if img is None:

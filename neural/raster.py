@@ -416,7 +416,7 @@ class LaplacianPyramidTexture(nn.Module):
         for lvl in range(levels):
             s = size >> lvl
             data = torch.zeros(1, channels, s, s)
-            if init == "uniform" and lvl == 0:
+            if init == "uniform" and lvl == 0 and not data.is_meta:  # meta: a size check, no memory
                 data = torch.rand(1, channels, s, s, generator=generator) * 2.0 - 1.0
             params.append(nn.Parameter(data))
         self.levels = nn.ParameterList(params)

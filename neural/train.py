@@ -227,6 +227,41 @@ def _atomic_torch_save(obj, path: Path) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def remove_stale_temp_files(out: Path) -> list:
+    """Temp files a killed run left next to its checkpoints and bundles (``.<name>.*.tmp``)."""
+    gone = []
+    for p in Path(out).glob(".*.tmp"):
+        try:
+            p.unlink()
+            gone.append(p.name)
+        except OSError:
+            pass
+    return gone
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Drop metrics.jsonl lines after ``last_step`` (written after the checkpoint a resumed run
+    starts from); returns how many were dropped. Unparseable lines (a killed write) go too."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and int(rec.get("step", 0)) <= last_step
+        except (ValueError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        from .bundle import atomic_write
+
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(l + "\n" for l in keep), encoding="utf-8"))
+    return dropped
+
+
 def _rng_state() -> Dict[str, torch.Tensor]:
     """torch / numpy / python RNG states as tensors (weights_only-loadable)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -258,10 +293,18 @@ def _set_rng_state(st: Dict[str, torch.Tensor]) -> None:
 
 def load_checkpoint(path) -> Dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``) and check its format."""
+    name = os.path.basename(os.fspath(path))
     try:
         ck = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise NeuralAvatarError(f"The training checkpoint {os.path.basename(os.fspath(path))} cannot be read: {e}") from e
+    except Exception as e:  # noqa: BLE001 - worded for the user below
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+            raise NeuralAvatarError(
+                f"The training checkpoint {name} holds Python objects besides tensors; it was not made by "
+                "Neural Avatar (or by an old version) and is not loaded, since loading it could run code. "
+                "Start the training again without --resume, or in a new output folder.") from None
+        raise NeuralAvatarError(f"The training checkpoint {name} cannot be read (damaged or not a checkpoint: "
+                                f"{type(e).__name__}).") from None
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise NeuralAvatarError(f"{os.path.basename(os.fspath(path))} is not a neural_avatar training checkpoint.")
     return ck
@@ -678,6 +721,9 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 "avatar_config": acfg.to_dict(), "trainer": trainer.state_dict(), "rng": _rng_state(),
                 "best_psnr": best, "history": history, "keyframes": keyframes, "val": last_val}
 
+    if is_main:
+        remove_stale_temp_files(out)
+        truncate_metrics(out / "metrics.jsonl", start_step)
     log_f = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
     t0 = time.time()
     status = "finished"

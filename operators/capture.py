@@ -352,7 +352,7 @@ class CaptureJob:
             try:
                 with open(p, "r", encoding="utf-8") as f:
                     old = json.load(f)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 old = None
             if old != self.settings:
                 diff = sorted(k for k in set(self.settings) | set(old or {})

@@ -50,7 +50,13 @@ def import_motions(context, arm_obj, paths: list[str], target_fps: float = 0.0, 
         loaded.append((p, m, fps))
     if apply_betas and loaded[0][1].betas is not None:
         _check_betas_model(arm_obj, loaded[0][1])  # before anything changes
+        if not np.all(np.isfinite(loaded[0][1].betas)):
+            raise MotionFileError(f"The betas in {os.path.basename(loaded[0][0])} are not finite numbers.")
     scene = context.scene
+    if set_scene_fps:
+        fps_int, fps_base = _scene_rate(loaded[0][2])  # refused here, before anything changes
+    # Everything below changes the scene: on any failure it is put back as it was.
+    saved = _snapshot(scene, arm_obj)
     frame_start = scene.frame_start
     actions = []
     try:
@@ -61,10 +67,62 @@ def import_motions(context, arm_obj, paths: list[str], target_fps: float = 0.0, 
                                            root_bone=model.joint_names[0], root_loc=np.asarray(m.trans))
             act.use_fake_user = True
             actions.append((act, m, fps))
-    except Exception:
+        _apply_import(context, scene, arm_obj, model, actions, frame_start, set_scene_fps, apply_betas,
+                      fps_int if set_scene_fps else 0, fps_base if set_scene_fps else 1.0)
+    except BaseException as e:
         for act, _, _ in actions:
-            bpy.data.actions.remove(act)
-        raise
+            if act.name in bpy.data.actions:
+                bpy.data.actions.remove(act)
+        _restore(scene, arm_obj, saved)
+        if isinstance(e, (NeuralAvatarError, KeyboardInterrupt)):
+            raise
+        raise NeuralAvatarError(f"Importing the motion failed and the scene was left unchanged: "
+                                f"{type(e).__name__}: {e}") from e
+    STATS["last_import_s"] = time.perf_counter() - t0
+    STATS["last_frames"] = sum(m.num_frames for _, m, _ in actions)
+    return [a for a, _, _ in actions]
+
+
+def _scene_rate(fps: float) -> tuple:
+    """``(render.fps, render.fps_base)`` for ``fps``, checked against Blender's own limits."""
+    rna = bpy.types.RenderSettings.bl_rna.properties
+    fps_int = max(1, int(round(fps)))
+    fps_base = fps_int / fps
+    lo, hi = rna["fps"].hard_min, rna["fps"].hard_max
+    blo, bhi = rna["fps_base"].hard_min, rna["fps_base"].hard_max
+    if not (lo <= fps_int <= hi and blo <= fps_base <= bhi):
+        raise MotionFileError(f"Blender's scenes hold frame rates of {lo}–{hi} fps; {fps:g} fps is outside that. "
+                              "Import with a Target FPS in that range.")
+    return fps_int, fps_base
+
+
+def _snapshot(scene, arm_obj) -> dict:
+    ad = arm_obj.animation_data
+    return {"fps": scene.render.fps, "fps_base": scene.render.fps_base, "frame_end": scene.frame_end,
+            "frame_current": scene.frame_current, "had_anim": ad is not None,
+            "action": ad.action if ad is not None else None,
+            "location": tuple(arm_obj.location), "rotation_mode": arm_obj.rotation_mode,
+            "rotation": tuple(arm_obj.rotation_euler), "scale": tuple(arm_obj.scale),
+            "betas": tuple(arm_obj.neural_avatar.betas)}
+
+
+def _restore(scene, arm_obj, s: dict) -> None:
+    scene.render.fps, scene.render.fps_base = s["fps"], s["fps_base"]
+    scene.frame_end = s["frame_end"]
+    if arm_obj.animation_data is not None:
+        if s["had_anim"]:
+            arm_obj.animation_data.action = s["action"]
+        else:
+            arm_obj.animation_data_clear()
+    arm_obj.location, arm_obj.rotation_mode = s["location"], s["rotation_mode"]
+    arm_obj.rotation_euler, arm_obj.scale = s["rotation"], s["scale"]
+    if tuple(arm_obj.neural_avatar.betas) != s["betas"]:
+        arm_obj.neural_avatar.betas = s["betas"]
+    scene.frame_set(s["frame_current"])
+
+
+def _apply_import(context, scene, arm_obj, model, actions, frame_start, set_scene_fps, apply_betas,
+                  fps_int, fps_base) -> None:
     first_act, first_m, first_fps = actions[0]
     arm_obj.animation_data.action = first_act
     if hasattr(arm_obj.animation_data, "action_slot") and first_act.slots:
@@ -75,19 +133,15 @@ def import_motions(context, arm_obj, paths: list[str], target_fps: float = 0.0, 
     arm_obj.rotation_euler = (0.0, 0.0, 0.0)
     arm_obj.scale = (1.0, 1.0, 1.0)
     if set_scene_fps:
-        fps_int = max(1, int(round(first_fps)))
         scene.render.fps = fps_int
-        scene.render.fps_base = fps_int / first_fps
+        scene.render.fps_base = fps_base
     # The scene's range covers this motion and every other body's animation (never cut short
     # another body's motion when a second body gets one).
     longest = max(m.num_frames for _, m, _ in actions) if len(actions) > 1 else first_m.num_frames
     scene.frame_end = max(frame_start + longest - 1, _other_bodies_end(scene, arm_obj))
     if apply_betas and first_m.betas is not None:
         _apply_betas(arm_obj, model, first_m)
-    STATS["last_import_s"] = time.perf_counter() - t0
-    STATS["last_frames"] = sum(m.num_frames for _, m, _ in actions)
     scene.frame_set(scene.frame_current)
-    return [a for a, _, _ in actions]
 
 
 def _other_bodies_end(scene, arm_obj) -> int:

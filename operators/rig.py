@@ -290,6 +290,14 @@ def apply_shape(context, arm_obj):
 
 
 def on_betas_changed(arm_obj):
+    import math
+
+    betas = list(arm_obj.neural_avatar.betas)
+    if not all(math.isfinite(b) for b in betas):
+        # NaN/inf (from a script or a file) would make the mesh and skeleton NaN: never stored.
+        print(f"Neural Avatar: non-finite shape values on {arm_obj.name} were reset to 0.")
+        arm_obj.neural_avatar.betas = [b if math.isfinite(b) else 0.0 for b in betas]  # re-enters once
+        return
     try:
         apply_shape(bpy.context, arm_obj)
     except BodyModelError as e:  # surfaced in the UI by the panel/status bar

@@ -124,7 +124,7 @@ def _avatar_mode(path: str) -> str:
         with open(js, encoding="utf-8") as f:
             meta = json.load(f)
         mode = meta.get("mode", "") if isinstance(meta, dict) else ""
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return ""
     from .properties import MODE_ITEMS
 
