@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     p.add_argument("--blend", help="existing .blend with a body (default: a new scene with the default body)")
     p.add_argument("--body", help="name of the body armature in --blend (default: the first body)")
     p.add_argument("--out", required=True, help=".blend file to write")
-    p.add_argument("--target-fps", type=float_in(1.0, 1000.0, "--target-fps", allow_zero=True), default=0.0, help="resample to this rate (0: the file's own)")
+    p.add_argument("--target-fps", type=float_in(0.01, 32767.0, "--target-fps", allow_zero=True), default=0.0, help="resample to this rate (0: the file's own)")
     p.add_argument("--no-scene-fps", action="store_true", help="leave the scene's frame rate alone")
     p.add_argument("--apply-betas", action="store_true", help="use the file's betas when the body model matches")
     a = p.parse_args(argv)
