@@ -14,8 +14,9 @@ nothing: a failure half-way undoes what was registered, so the next enable start
 
 __version__ = "0.1.0"
 
-# Registration order: ui (PropertyGroups, preferences, panels) → operators → engine.
-_BLENDER_PACKAGES = ("ui", "operators", "engine")
+# Registration order: ui (PropertyGroups, preferences, panels) → blender (the body layer's
+# handlers) → operators → engine.
+_BLENDER_PACKAGES = ("ui", "blender", "operators", "engine")
 
 
 def register_in_order(steps) -> None:

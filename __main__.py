@@ -1,24 +1,24 @@
 """``python -m neural_avatar <verb>``: drive Neural Avatar headless (farms, scripts, CI).
 
-Each verb lives in the module that owns the work; this file only dispatches, so
-``python -m neural_avatar --help`` costs no torch or bpy import.
+Every verb is a module of :mod:`.cli` (its flags, help and output); this file only dispatches,
+so ``python -m neural_avatar --help`` costs no torch or bpy import.
 """
 import importlib
 import sys
 
 # verb → (module relative to this package, function, one-line help)
 VERBS = {
-    "demo": ("engine.demo", "main", "render the embedded default avatar: stills + a short animation"),
-    "render": ("engine.cli", "render_main", "render a .blend (or a default scene) with the neural engine"),
-    "import-motion": ("operators.motion_cli", "main", "import AMASS/SMPL motion onto a body and save a .blend"),
-    "capture": ("operators.capture", "main", "capture a training dataset from the demo subject"),
-    "train": ("neural.train", "main", "train an avatar (any mode) from a dataset folder"),
-    "eval": ("engine.evaluate", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
-    "bench": ("bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),
-    "build-body": ("body.build_default", "main", "rebuild data/bodies/neutral.npz from the anny package"),
-    "build-motions": ("motion.deepmimic", "main", "rebuild data/motions/ from pybullet's DeepMimic clips"),
-    "build-extension": ("extension_build", "main", "validate and build the extension zip with Blender's tool"),
-    "install-deps": ("deps", "main", "install PyTorch & co. into a folder for Blender (--target DIR --cpu|--cuda)"),
+    "demo": ("cli.demo", "main", "render the embedded default avatar: stills + a short animation"),
+    "render": ("cli.render", "render_main", "render a .blend (or a default scene) with the neural engine"),
+    "import-motion": ("cli.import_motion", "main", "import AMASS/SMPL motion onto a body and save a .blend"),
+    "capture": ("cli.capture", "main", "capture a training dataset from the demo subject"),
+    "train": ("cli.train", "main", "train an avatar (any mode) from a dataset folder"),
+    "eval": ("cli.eval", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
+    "bench": ("cli.bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),
+    "build-body": ("cli.build_data", "body_main", "rebuild data/bodies/neutral.npz from the anny package"),
+    "build-motions": ("cli.build_data", "motions_main", "rebuild data/motions/ from pybullet's DeepMimic clips"),
+    "build-extension": ("cli.extension", "main", "validate and build the extension zip with Blender's tool"),
+    "install-deps": ("cli.install_deps", "main", "install PyTorch & co. into a folder for Blender (--target DIR --cpu|--cuda)"),
 }
 
 

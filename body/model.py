@@ -279,7 +279,7 @@ class _SparseMatrixStub:
         self.__dict__.update(state if isinstance(state, dict) else {})
 
     def toarray(self) -> np.ndarray:
-        from ..guards import check_elements
+        from ..common.guards import check_elements
 
         state = self.__dict__
         try:
@@ -360,7 +360,7 @@ def _checked_alloc(fn, shape_arg: int):
     """``fn`` with its ``shape_arg``-th positional argument (a shape or a length) checked against
     the memory budget first: ``_reconstruct(cls, shape, dtype)`` and ``ndarray(shape, …)`` allocate
     whatever shape the pickle names, ``bytearray(n)`` n bytes."""
-    from ..guards import check_elements
+    from ..common.guards import check_elements
 
     def wrapper(*args, **kwargs):
         args = tuple(np.ndarray if a is _NdarrayChecked else a for a in args)
@@ -471,7 +471,7 @@ def _read_pickle(path: Path) -> dict:
 
 
 def _read_npz(path: Path) -> dict:
-    from ..guards import load_npz
+    from ..common.guards import load_npz
 
     # sizes checked before decompressing; object (pickled) arrays never unpickled
     return load_npz(path, path.name, BodyModelError, keys=(*REQUIRED_KEYS, "vt", "ft", "model_id"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ..deps import np
+from ..common.deps import np
 
 from ..errors import CancelledError, NeuralAvatarError
 from . import avatars, scene_io, state
@@ -50,7 +50,7 @@ def _precision(settings) -> str:
 def _depth_map(body: "scene_io.BodyFrame", faces, cam, size) -> np.ndarray:
     import torch
 
-    from ..neural.raster import rasterize
+    from ..neural.inputs.raster import rasterize
 
     K, R, t = (torch.as_tensor(x, dtype=torch.float32)[None] for x in (cam.K, cam.R, cam.t))
     ras = rasterize(torch.as_tensor(body.verts)[None], torch.as_tensor(faces, dtype=torch.long), K, R, t, size,
@@ -88,7 +88,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
             K=torch.as_tensor(K, dtype=torch.float32)[None], R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
             t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(h, w))
-        from ..guards import check_bytes
+        from ..common.guards import check_bytes
 
         check_bytes(avatar.render_bytes(h, w) + 64 * h * w, f"Rendering '{b.name}' at {w}×{h} pixels",
                     hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
@@ -137,7 +137,7 @@ def render_frame(engine, depsgraph) -> None:
     t_start = time.perf_counter()
     timings = {"io": 0.0, "neural": 0.0, "composite": 0.0}
     try:
-        from .. import deps
+        from ..common import deps
 
         if state.STOP_REQUESTED:  # Ctrl+C on the command line: the frame before this one was the last
             raise CancelledError("Render interrupted (Ctrl+C).")
@@ -232,7 +232,7 @@ def fail(engine, e: BaseException) -> None:
 
 
 def _read_faces(arm_obj) -> np.ndarray:
-    from ..operators.rig import body_mesh
+    from ..blender.rig import body_mesh
 
     mesh_obj = body_mesh(arm_obj)
     me = mesh_obj.data

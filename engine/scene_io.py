@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..deps import lazy, np
+from ..common.deps import lazy, np
 
 from ..errors import NeuralAvatarError
-from ..operators.rig import body_mesh
+from ..blender.rig import body_mesh
 
-_camera = lazy("..neural.camera", __package__)  # torch: imported at the first render
+_camera = lazy("..neural.inputs.camera", __package__)  # torch: imported at the first render
 
 
 @dataclass
@@ -100,7 +100,7 @@ def body_frames(depsgraph) -> list[BodyFrame]:
 
 def joint_order(arm_obj) -> list:
     """Bone names in the body model's joint order (the order networks and bundles expect)."""
-    from ..operators.rig import model_for
+    from ..blender.rig import model_for
 
     try:
         names = list(model_for(arm_obj).joint_names)

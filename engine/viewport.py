@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from ..deps import np
+from ..common.deps import np
 
 from . import scene_io, state
 
@@ -188,7 +188,7 @@ def _ensure_poll(st: _ViewState) -> None:
 def view_draw(engine, context, depsgraph) -> None:
     import bpy
 
-    from .. import deps
+    from ..common import deps
     from .final import RENDER_MODULES
 
     missing = deps.missing_modules(RENDER_MODULES)

@@ -201,7 +201,7 @@ class _Archive:
     def get(self, key: str) -> np.ndarray:
         declared = self._declared(key) if hasattr(self._npz, "zip") else None
         if declared is not None:  # a compressed member can expand far beyond the file's size
-            from ..guards import check_elements
+            from ..common.guards import check_elements
             from ..errors import ResourceLimitError
 
             shape, dtype = declared

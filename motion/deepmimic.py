@@ -589,34 +589,6 @@ def build(source: Path, out: Path, clips=DEFAULT_CLIPS, fit_default_body: bool =
     return written
 
 
-def main(argv=None) -> int:
-    """``build-motions``: convert pybullet's DeepMimic clips into ``data/motions/*.npz``."""
-    ap = argparse.ArgumentParser(
-        prog="neural_avatar build-motions",
-        description="Convert pybullet 3.2.7's DeepMimic humanoid clips (zlib licence) into "
-        "AMASS SMPL-H .npz files under data/motions/.",
-    )
-    ap.add_argument("--source", type=Path, default=None,
-                    help="pybullet_data folder, pybullet wheel (.whl) or sdist (.tar.gz); "
-                    "default: the installed pybullet_data package")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the "
-                    "package's data/motions)")
-    ap.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS),
-                    help=f"clip names (default: {' '.join(DEFAULT_CLIPS)})")
-    ap.add_argument("--smpl-landmarks", action="store_true",
-                    help="fit root height and translation to average SMPL landmarks instead "
-                    "of the default body")
-    ap.add_argument("--preview", type=Path, default=None,
-                    help="also write side/front PNG previews of each clip into this folder")
-    args = ap.parse_args(argv)
-    try:
-        source = args.source if args.source is not None else default_source()
-        build(source, args.out or _default_out(), args.clips,
-              fit_default_body=not args.smpl_landmarks, preview=args.preview)
-    except MotionFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

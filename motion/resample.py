@@ -314,7 +314,7 @@ def resample(motion, target_fps: float):
             f"(more than {MAX_OUTPUT_FRAMES}); choose a lower frame rate."
         )
     from ..errors import ResourceLimitError
-    from ..guards import check_elements
+    from ..common.guards import check_elements
 
     try:  # output poses (m, J, 3) + quaternions and slerp work arrays (~8 float64 per value)
         check_elements((m, 56, 4), 8 * 8, f"Resampling '{motion.name}' to {target:g} fps")

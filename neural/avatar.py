@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from ..errors import NeuralAvatarError
-from .anr import AnrRenderer, composite
+from .networks.anr import AnrRenderer, composite
 from .config import GAUSSIAN_BONES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
-from .style import StyleUNet
-from .unet import SMPLpixUNet
+from .networks.style import StyleUNet
+from .networks.unet import SMPLpixUNet
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -307,7 +307,7 @@ class VertexProjectionAvatar(Avatar):
         return near, far
 
     def make_input(self, frame: FrameInputs) -> dict[str, Any]:
-        from .project import project_vertices
+        from .inputs.project import project_vertices
 
         _check_frame(frame, self.config.num_verts, None)
         near, far = self.depth_range(frame.verts, frame.R, frame.t)
@@ -343,7 +343,7 @@ class NeuralTextureAvatar(Avatar):
     mode = NEURAL_TEXTURE
 
     def __init__(self, config: AvatarConfig, faces: torch.Tensor, uv: torch.Tensor, uv_faces: torch.Tensor):
-        from .raster import LaplacianPyramidTexture
+        from .inputs.raster import LaplacianPyramidTexture
 
         super().__init__(config)
         faces = torch.as_tensor(np.array(faces, dtype=np.int64) if not torch.is_tensor(faces) else faces).long()
@@ -373,7 +373,7 @@ class NeuralTextureAvatar(Avatar):
         return self.config.anr.texture_channels
 
     def make_input(self, frame: FrameInputs) -> dict[str, Any]:
-        from .raster import rasterize, sample_texture
+        from .inputs.raster import rasterize, sample_texture
 
         _check_frame(frame, self.config.num_verts, None)
         use_n = self.config.anr.use_normals
@@ -440,7 +440,7 @@ class GaussianBonesAvatar(Avatar):
         return self.config.style.appearance_dim
 
     def make_input(self, frame: FrameInputs) -> dict[str, Any]:
-        from .gaussians import bone_gaussians, render_gaussians
+        from .inputs.gaussians import bone_gaussians, render_gaussians
 
         _check_frame(frame, None, self.config.num_joints)
         B = frame.batch_size

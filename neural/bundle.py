@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import BundleError, NeuralAvatarError, ResourceLimitError
-from ..guards import check_bytes, fmt_bytes
+from ..common.guards import check_bytes, fmt_bytes
 from .avatar import Avatar, GaussianBonesAvatar, NeuralTextureAvatar, VertexProjectionAvatar
 from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, AvatarConfig
 
@@ -134,7 +134,7 @@ def read_bundle_meta(path) -> dict:
     st_path, js_path = bundle_paths(path)
     if not js_path.is_file():
         raise BundleError(f"Model bundle description {js_path.name} not found in {js_path.parent}.")
-    from ..guards import load_json
+    from ..common.guards import load_json
 
     meta = load_json(js_path, f"Model bundle description {js_path.name}", BundleError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

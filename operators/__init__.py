@@ -1,11 +1,12 @@
-"""Blender operators (``neural_avatar.<verb>``) and the bpy code they drive."""
+"""Blender operators (``neural_avatar.<verb>``): thin shells that check, report and call the
+body layer (:mod:`..blender`) or the lab (:mod:`..lab`)."""
 import importlib
 
 from .. import modules_registrar
 
 # Modules with register()/unregister(), in registration order. Modules written by later
 # issues are added here as they land.
-_MODULE_NAMES = ("rig", "body_ops", "import_motion", "subject", "capture", "train_op")
+_MODULE_NAMES = ("body_ops", "import_motion", "capture", "train_op")
 
 
 def _modules():

@@ -2,13 +2,13 @@
 import bpy
 
 from .. import classes_registrar
-from ..deps import np
+from ..common.deps import np
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..errors import NeuralAvatarError
 from ..ui.properties import GENDER_ITEMS, MODEL_ITEMS
-from . import rig
-from .rig import deps_ok
+from ..blender import rig
+from ..blender.rig import deps_ok
 
 
 class NEURAL_AVATAR_OT_add_body(bpy.types.Operator):

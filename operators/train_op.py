@@ -16,7 +16,7 @@ import bpy
 from .. import classes_registrar
 
 from ..errors import NeuralAvatarError
-from . import rig
+from ..blender import rig
 
 _JOB = {"proc": None, "lines": [], "lock": threading.Lock(), "result": None}
 
@@ -46,9 +46,9 @@ def trainer_command(data: str, out: str, mode: str, steps: int, res: int, device
         pass
     # Our package first; installed dependencies after the interpreter's own (as in Blender).
     code = ("import sys, importlib; sys.path[:0] = %r; sys.path += %r; "
-            "sys.exit(importlib.import_module(%r + '.neural.train').main(%r))") % ([parent], extra, name, args)
+            "sys.exit(importlib.import_module(%r + '.cli.train').main(%r))") % ([parent], extra, name, args)
     if python is None:
-        from ..deps import python_executable
+        from ..common.deps import python_executable
 
         python = python_executable()
     return [python, "-c", code]
@@ -81,7 +81,7 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
         return _JOB["proc"] is None or _JOB["proc"].poll() is not None
 
     def _start(self, context):
-        from .. import deps
+        from ..common import deps
 
         deps.require("numpy", "torch", "safetensors", "pytorch_msssim", feature="Training")
         s = context.scene.neural_avatar
@@ -203,7 +203,7 @@ class NEURAL_AVATAR_OT_add_demo_subject(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        from .subject import build_demo_subject
+        from ..lab.subject import build_demo_subject
 
         if not rig.deps_ok(self, "numpy", feature="Add Demo Subject"):
             return {"CANCELLED"}

@@ -36,7 +36,7 @@ def build_wheel(folder: str, dist: str, version: str, files: dict, requires=(), 
 
 def core_wheelhouse(folder: str, torch_cuda=None, numpy_version: str = "1.26.4") -> str:
     """Stand-ins for the core set at the installer's pins; ``torch_cuda`` None: a CPU build."""
-    from neural_avatar import deps
+    from neural_avatar.common import deps
 
     tv = deps.TORCH_VERSION + "+cpu"
     build_wheel(folder, "torch", tv, {

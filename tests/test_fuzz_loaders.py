@@ -263,7 +263,7 @@ def test_fuzz_bundle(tmp_path, data):
 # ------------------------------------------------------------------ capture folder
 @functools.lru_cache(maxsize=None)
 def capture_dir():
-    from neural_avatar.neural.dataset import capsule_body, write_synthetic_dataset
+    from neural_avatar.neural.training.dataset import capsule_body, write_synthetic_dataset
 
     d = pathlib.Path(tempfile.mkdtemp(prefix="na_fuzz_capture_")) / "cap"
     model = capsule_body()
@@ -274,7 +274,7 @@ def capture_dir():
 @FUZZ
 @given(data=st.data())
 def test_fuzz_capture_folder(tmp_path, data):
-    from neural_avatar.neural.dataset import CaptureDataset
+    from neural_avatar.neural.training.dataset import CaptureDataset
 
     src, model = capture_dir()
     dst = tmp_path / "cap"
@@ -308,7 +308,7 @@ def checkpoint_bytes():
     import torch
 
     d = pathlib.Path(tempfile.mkdtemp(prefix="na_fuzz_ckpt_"))
-    from neural_avatar.neural import train as tr
+    from neural_avatar.neural.training import trainer as tr
 
     ck = {"format": tr.CKPT_FORMAT, "mode": "VERTEX_PROJECTION", "step": 3, "config": {}, "trainer": {
         "w": torch.zeros(4, 4)}, "rng": {"torch": torch.get_rng_state()}, "best_psnr": 1.0, "history": []}
@@ -327,7 +327,7 @@ class _Evil:
 def test_fuzz_checkpoint(tmp_path, data):
     import torch
 
-    from neural_avatar.neural.train import load_checkpoint
+    from neural_avatar.neural.training.trainer import load_checkpoint
 
     raw = checkpoint_bytes()
     kind = data.draw(st.integers(0, 2))
@@ -346,7 +346,7 @@ def test_fuzz_checkpoint(tmp_path, data):
 def test_pickled_checkpoint_message_is_in_the_users_words(tmp_path):
     import torch
 
-    from neural_avatar.neural.train import load_checkpoint
+    from neural_avatar.neural.training.trainer import load_checkpoint
 
     p = tmp_path / "last.ckpt"
     torch.save({"evil": _Evil()}, p)
@@ -360,7 +360,7 @@ def test_image_declaring_a_huge_size_is_refused_before_decoding(tmp_path):
     import zlib
 
     from neural_avatar.errors import DatasetError
-    from neural_avatar.neural.dataset import CaptureDataset
+    from neural_avatar.neural.training.dataset import CaptureDataset
 
     src, model = capture_dir()
     dst = tmp_path / "cap"

@@ -205,7 +205,7 @@ def phase_checks():
     if not MOD:
         finish()
     check("torch not imported by enabling", "torch" not in sys.modules)
-    deps = sys.modules[MOD + ".deps"]
+    deps = sys.modules[MOD + ".common.deps"]
     missing = deps.missing_modules(("numpy",) + deps.CORE_MODULES)
     REPORT["missing"] = missing
     for name in ("NEURAL_AVATAR_OT_install_dependencies", "NEURAL_AVATAR_PT_body", "NEURAL_AVATAR_OT_add_body"):
@@ -248,7 +248,7 @@ def phase_install():
     REPORT["install"] = {"result": sorted(res), "error": err, "seconds": round(time.time() - t0, 1)}
     prefs_mod = sys.modules[MOD + ".ui.preferences"]
     target = prefs_mod.deps_target()
-    deps = sys.modules[MOD + ".deps"]
+    deps = sys.modules[MOD + ".common.deps"]
     REPORT["install"]["target"] = target
     REPORT["install"]["manifest"] = deps.read_manifest(target)
     expect = os.environ.get("STOCK_EXPECT_INSTALL", "ok")

@@ -8,7 +8,7 @@ ENGINE_ID = "NEURAL_AVATAR"
 
 
 def _body(context):
-    from ..operators import rig
+    from ..blender import rig
 
     return rig.find_body(context)
 

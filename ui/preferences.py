@@ -7,7 +7,8 @@ import threading
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from .. import classes_registrar, deps
+from .. import classes_registrar
+from ..common import deps
 
 ADDON_ID = __package__.rsplit(".", 1)[0]  # "neural_avatar" or "bl_ext.<repo>.neural_avatar"
 

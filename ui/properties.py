@@ -53,7 +53,7 @@ GENDER_ITEMS = [
 
 
 def _betas_changed(self, context):
-    from ..operators import rig
+    from ..blender import rig
 
     obj = self.id_data
     if isinstance(obj, bpy.types.Object) and obj.type == "ARMATURE" and self.is_body:

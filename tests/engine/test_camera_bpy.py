@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 from mathutils import Euler, Matrix, Vector  # noqa: E402
 
-from neural_avatar.neural.camera import blender_camera_to_krt, krt_to_torch, project_points  # noqa: E402
+from neural_avatar.neural.inputs.camera import blender_camera_to_krt, krt_to_torch, project_points  # noqa: E402
 
 CASES = [
     # lens, sensor (w, h), fit, shift (x, y), resolution, percentage, pixel aspect (x, y)

@@ -18,9 +18,9 @@ RES = 96
 
 
 def _scene(addon, res=RES, transparent=True):
-    from neural_avatar.demo_paths import bundled_walk
-    from neural_avatar.engine.scene_setup import add_camera, add_default_body, setup_render
-    from neural_avatar.operators.import_motion import import_motions
+    from neural_avatar.common.paths import bundled_walk
+    from neural_avatar.lab.scene_setup import add_camera, add_default_body, setup_render
+    from neural_avatar.blender.motion_import import import_motions
 
     scene = bpy.context.scene
     arm = add_default_body()
@@ -159,7 +159,7 @@ def test_errors_are_shown_and_recorded(addon, tmp_path, case):
 def test_each_body_renders_in_its_avatars_mode(addon, tmp_path):
     """The scene's mode only picks the shipped default; two bodies whose avatars are of other,
     different modes render together in one frame."""
-    from neural_avatar.engine.scene_setup import add_default_body
+    from neural_avatar.lab.scene_setup import add_default_body
 
     scene, arm = _scene(addon, res=48)
     scene.neural_avatar.mode = "VERTEX_PROJECTION"
@@ -191,7 +191,7 @@ def test_body_model_mismatch_is_refused(addon, tmp_path):
     path = body.write_synthetic_model(tmp_path, "smpl", "neutral")
     assert bpy.ops.neural_avatar.add_body(model="SMPL", filepath=str(path)) == {"FINISHED"}
     scene = bpy.context.scene
-    from neural_avatar.engine.scene_setup import add_camera, setup_render
+    from neural_avatar.lab.scene_setup import add_camera, setup_render
 
     add_camera(scene)
     setup_render(scene, res=32)

@@ -29,7 +29,7 @@ from mathutils import Euler, Vector  # noqa: E402
 
 from neural_avatar.engine import final, scene_io, viewport  # noqa: E402
 from neural_avatar.errors import BundleError  # noqa: E402
-from neural_avatar.neural.camera import blender_camera_to_krt, camera_center, project_points  # noqa: E402
+from neural_avatar.neural.inputs.camera import blender_camera_to_krt, camera_center, project_points  # noqa: E402
 from neural_avatar.neural.composite import linear_to_srgb, srgb_to_linear  # noqa: E402
 
 # lens, sensor (w, h), fit, shift (x, y), region (w, h), scale

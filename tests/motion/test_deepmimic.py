@@ -14,6 +14,7 @@ from neural_avatar.motion import (
     load_motion,
     quat_from_axis_angle,
 )
+from neural_avatar.cli.build_data import motions_main
 from neural_avatar.motion import deepmimic as dmc
 from neural_avatar.motion.resample import quat_to_matrix
 
@@ -185,7 +186,7 @@ def _fake_source(tmp_path, kind, urdf_change=None):
 def test_main_builds_loadable_amass_files(tmp_path, kind, capsys):
     src = _fake_source(tmp_path, kind)
     out = tmp_path / "out"
-    rc = dmc.main(["--source", str(src), "--out", str(out), "--clips", "walk", "run",
+    rc = motions_main(["--source", str(src), "--out", str(out), "--clips", "walk", "run",
                    "--smpl-landmarks"])
     assert rc == 0, capsys.readouterr().err
     walk = load_motion(out / "walk_poses.npz")
@@ -199,12 +200,12 @@ def test_main_builds_loadable_amass_files(tmp_path, kind, capsys):
 
 def test_main_refuses_other_humanoid_and_missing_clip(tmp_path, capsys):
     src = _fake_source(tmp_path, "dir", urdf_change="left_knee")
-    assert dmc.main(["--source", str(src), "--out", str(tmp_path / "o"),
+    assert motions_main(["--source", str(src), "--out", str(tmp_path / "o"),
                      "--smpl-landmarks"]) == 1
     assert "left_knee" in capsys.readouterr().err
     (tmp_path / "b").mkdir()
     src2 = _fake_source(tmp_path / "b", "zip")
-    assert dmc.main(["--source", str(src2), "--out", str(tmp_path / "o"), "--clips",
+    assert motions_main(["--source", str(src2), "--out", str(tmp_path / "o"), "--clips",
                      "backflip", "--smpl-landmarks"]) == 1
     assert "backflip" in capsys.readouterr().err
 

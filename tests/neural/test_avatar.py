@@ -10,8 +10,8 @@ from torch import nn
 
 from neural_avatar.errors import NeuralAvatarError
 from neural_avatar.neural.avatar import FrameInputs, build_avatar, GaussianBonesAvatar
-from neural_avatar.neural.bench_core import make_frame, procedural_body
-from neural_avatar.neural.camera import project_points
+from neural_avatar.neural.evaluation.bench_core import make_frame, procedural_body
+from neural_avatar.neural.inputs.camera import project_points
 from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, MODES
 
 SUBS = {

@@ -16,7 +16,7 @@ bpy = pytest.importorskip("bpy")
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     from neural_avatar import body
-    from neural_avatar.neural.dataset import write_synthetic_dataset
+    from neural_avatar.neural.training.dataset import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("tiny_capture")
     write_synthetic_dataset(str(root), n=4, res=32, seed=0, body_model=body.load_default())
@@ -50,7 +50,7 @@ def test_train_operator_reports_a_missing_dataset(addon, tmp_path):
 
 
 def test_sigterm_cancels_with_a_loadable_checkpoint(tiny_data, tmp_path):
-    from neural_avatar.neural.train import load_checkpoint
+    from neural_avatar.neural.training.trainer import load_checkpoint
     from neural_avatar.operators.train_op import trainer_command
 
     out = tmp_path / "cancel"

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_validate_build_install_and_register_cycles(tmp_path):
     pytest.importorskip("bpy")
-    from neural_avatar import extension_build as packaging
+    from neural_avatar.cli import extension as packaging
 
     zip_path = packaging.build(str(tmp_path / "dist"), source_dir=REPO)
     assert os.path.getsize(zip_path) > 1000

@@ -21,7 +21,7 @@ PIP_PACKAGES = ("torch", "smplx", "safetensors", "cv2", "pytorch_msssim", "scipy
 @pytest.fixture(scope="module")
 def zip_path(tmp_path_factory):
     pytest.importorskip("bpy")
-    from neural_avatar import extension_build
+    from neural_avatar.cli import extension as extension_build
 
     return extension_build.build(str(tmp_path_factory.mktemp("dist")), source_dir=REPO)
 

@@ -1,0 +1,76 @@
+"""``python -m neural_avatar train``: train an avatar (any mode) from a dataset folder; ``torchrun`` for several processes."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import List, Optional
+
+from ..errors import NeuralAvatarError
+import argparse
+
+from ..common.guards import int_in
+from ..neural.config import MODES
+from ..neural.training.trainer import TrainConfig, train
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI entry: prints one JSON object per line (``{"event": "progress", "step", "loss",
+    "eta_s"}``, ``validation``, ``done``/``cancelled``/``error``) for the Blender operator.
+    SIGTERM/SIGINT cancel gracefully (checkpoint written). Exit code 0 / 1 (cancelled) / 2."""
+    args = build_parser().parse_args(argv)
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop["flag"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, on_signal)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+    def emit(ev: dict) -> None:
+        print(json.dumps(ev), flush=True)
+
+    try:
+        cfg = TrainConfig(data=args.data, mode=args.mode, out=args.out, steps=args.steps, res=args.res,
+                          batch=args.batch, lr=args.lr, seed=args.seed, log_every=args.log_every,
+                          val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
+                          resume=args.resume, use_gan=False if args.no_gan else None,
+                          perceptual=args.perceptual, body_dir=args.body_dir,
+                          avatar=json.loads(args.avatar_json) if args.avatar_json else {})
+        res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
+    except NeuralAvatarError as e:
+        emit({"event": "error", "message": str(e)})
+        return 2
+    except Exception as e:  # noqa: BLE001 - the Blender operator reads this line, never a bare traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        emit({"event": "error", "message": f"Training failed: {type(e).__name__}: {e}"})
+        return 2
+    return 0 if res["status"] == "finished" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m neural_avatar train",
+                                description="Train a neural avatar on a capture folder.")
+    p.add_argument("--data", required=True, help="capture folder (dataset.json, images/, ...)")
+    p.add_argument("--mode", required=True, choices=MODES)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=int_in(1, 10_000_000, "--steps"), default=2000)
+    p.add_argument("--res", type=int_in(8, 16384, "--res"), default=None, help="training resolution (longer side)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    p.add_argument("--no-gan", action="store_true", help="disable the adversarial loss")
+    p.add_argument("--perceptual", default="auto", choices=("auto", "vgg", "l1_msssim"))
+    p.add_argument("--avatar-json", default=None, help="JSON object of AvatarConfig overrides")
+    p.add_argument("--body-dir", default=None, help="folder with SMPL-family model files (non-default bodies)")
+    return p

@@ -1,0 +1,142 @@
+"""SMPLpix vertex projection (eq. 3-4)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neural_avatar.errors import NeuralAvatarError
+from neural_avatar.neural.inputs.project import project_vertices
+
+H, W = 6, 8
+
+
+def simple_cam(B=1, f=1.0):
+    """Camera at the origin looking along +z: pixel (u, v) = (f x/z, f y/z)."""
+    K = torch.tensor([[f, 0.0, 0.0], [0.0, f, 0.0], [0.0, 0.0, 1.0]]).expand(B, 3, 3)
+    R = torch.eye(3).expand(B, 3, 3)
+    t = torch.zeros(B, 3)
+    return K, R, t
+
+
+def pt(u, v, z):
+    """World point landing on continuous pixel coords (u, v) at depth z with simple_cam."""
+    return [u * z, v * z, z]
+
+
+def reference(verts, colors, K, R, t, size, near, far):
+    """Python loop following SMPLpix literally: sort by depth, keep the first per pixel."""
+    Hh, Ww = size
+    out = np.ones((4, Hh, Ww))
+    X = verts.numpy().astype(np.float64)
+    xc = X @ R.numpy().T + t.numpy()
+    p = xc @ K.numpy().T
+    order = sorted(range(len(X)), key=lambda i: (np.float32(xc[i, 2]), i))
+    seen = set()
+    for i in order:
+        z = xc[i, 2]
+        if z <= 0:
+            continue
+        u, v = math.floor(p[i, 0] / z), math.floor(p[i, 1] / z)
+        if not (0 <= u < Ww and 0 <= v < Hh) or (v, u) in seen:
+            continue
+        seen.add((v, u))
+        out[:3, v, u] = colors[i].numpy()
+        out[3, v, u] = min(max((z - near) / (far - near), 0.0), 1.0)
+    return out
+
+
+def test_shapes_background_and_single_vertex():
+    K, R, t = simple_cam(2)
+    verts = torch.tensor([[pt(2.5, 3.2, 2.0)], [pt(7.9, 0.1, 5.0)]])
+    colors = torch.tensor([[0.2, 0.4, 0.6]])
+    img, mask = project_vertices(verts, colors, K, R, t, (H, W), depth_range=(1.0, 9.0), return_mask=True)
+    assert img.shape == (2, 4, H, W) and mask.shape == (2, 1, H, W)
+    assert mask.sum() == 2
+    torch.testing.assert_close(img[0, :, 3, 2], torch.tensor([0.2, 0.4, 0.6, 1.0 / 8.0]))
+    torch.testing.assert_close(img[1, :, 0, 7], torch.tensor([0.2, 0.4, 0.6, 0.5]))
+    # Everything else is background: 1 in all four channels.
+    bg = mask.expand(-1, 4, -1, -1) == 0
+    assert torch.all(img[bg] == 1.0)
+
+
+def test_collision_nearest_wins_and_is_order_independent():
+    K, R, t = simple_cam()
+    a = pt(1.5, 1.5, 3.0)  # far, red
+    b = pt(1.2, 1.7, 2.0)  # near, green, same pixel
+    red, green = [1.0, 0, 0], [0, 1.0, 0]
+    for verts, cols in (([a, b], [red, green]), ([b, a], [green, red])):
+        img = project_vertices(torch.tensor([verts]), torch.tensor(cols), K, R, t, (H, W), depth_range=(0.0, 4.0))
+        torch.testing.assert_close(img[0, :, 1, 1], torch.tensor([0.0, 1.0, 0.0, 0.5]))
+
+
+def test_equal_depth_tie_goes_to_lower_index_deterministically():
+    K, R, t = simple_cam()
+    verts = torch.tensor([[pt(3.1, 2.1, 2.0), pt(3.9, 2.9, 2.0), pt(3.5, 2.5, 2.0)]])
+    cols = torch.tensor([[0.1, 0.1, 0.1], [0.5, 0.5, 0.5], [0.9, 0.9, 0.9]])
+    outs = [project_vertices(verts, cols, K, R, t, (H, W)) for _ in range(3)]
+    assert torch.allclose(outs[0][0, :3, 2, 3], torch.tensor(0.1))
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])
+
+
+def test_matches_sorting_reference_with_many_collisions():
+    g = torch.Generator().manual_seed(0)
+    K = torch.tensor([[6.0, 0.0, 4.0], [0.0, 6.0, 3.0], [0.0, 0.0, 1.0]])[None]
+    R, t = torch.eye(3)[None], torch.tensor([[0.0, 0.0, 2.0]])
+    verts = (torch.rand(1, 300, 3, generator=g) - 0.5) * torch.tensor([3.0, 2.5, 3.0])
+    verts[0, :10, 2] = -5.0  # behind the camera: dropped
+    cols = torch.rand(300, 3, generator=g)
+    img = project_vertices(verts, cols, K, R, t, (H, W), depth_range=(0.5, 3.5))
+    ref = reference(verts[0], cols, K[0], R[0], t[0], (H, W), 0.5, 3.5)
+    np.testing.assert_allclose(img[0].numpy(), ref, atol=1e-6)
+
+
+def test_splat_radius_is_depth_tested():
+    K, R, t = simple_cam()
+    near = pt(2.5, 2.5, 1.0)
+    far = pt(3.5, 2.5, 2.0)  # neighbour pixel, further away
+    cols = torch.tensor([[0, 0, 1.0], [1.0, 0, 0]])  # far blue, near red
+    img, mask = project_vertices(torch.tensor([[far, near]]), cols, K, R, t, (H, W), splat_radius=1, return_mask=True)
+    # Union of two 3x3 squares centred at (2,2) and (2,3).
+    assert int(mask.sum()) == 12
+    # Overlap columns 2..3 belong to the near (red) vertex; column 4 to the far one.
+    assert torch.all(img[0, 0, 1:4, 1:4] == 1.0) and torch.all(img[0, 2, 1:4, 1:4] == 0.0)
+    assert torch.all(img[0, 2, 1:4, 4] == 1.0) and torch.all(img[0, 0, 1:4, 4] == 0.0)
+    # Squares are clipped at the border without error.
+    img = project_vertices(torch.tensor([[pt(0.2, 0.3, 1.0)]]), cols[:1], K, R, t, (H, W), splat_radius=2, return_mask=True)
+    assert int(img[1].sum()) == 9
+
+
+def test_per_batch_depth_range_and_clamping():
+    K, R, t = simple_cam(2)
+    verts = torch.tensor([[pt(0.5, 0.5, 3.0), pt(1.5, 0.5, 50.0)]]).expand(2, -1, -1)
+    cols = torch.zeros(2, 3)
+    img = project_vertices(verts, cols, K, R, t, (H, W), depth_range=(torch.tensor([1.0, 2.0]), torch.tensor([5.0, 4.0])))
+    assert img[0, 3, 0, 0].item() == pytest.approx(0.5)
+    assert img[1, 3, 0, 0].item() == pytest.approx(0.5)
+    assert img[0, 3, 0, 1].item() == 1.0  # beyond far: clamped
+    with pytest.raises(NeuralAvatarError):
+        project_vertices(verts, cols, K, R, t, (H, W), depth_range=(3.0, 1.0))
+
+
+def test_dtype_and_gradient_to_colours():
+    K, R, t = simple_cam()
+    verts = torch.tensor([[pt(0.5, 0.5, 3.0), pt(4.5, 2.5, 3.0)]])
+    cols = torch.rand(2, 3, requires_grad=True)
+    img = project_vertices(verts, cols, K, R, t, (H, W))
+    img[:, :3].sum().backward()
+    torch.testing.assert_close(cols.grad, torch.ones(2, 3))
+    half = project_vertices(verts, cols.detach().half(), K, R, t, (H, W))
+    assert half.dtype == torch.float16
+
+
+def test_bad_inputs():
+    K, R, t = simple_cam()
+    with pytest.raises(NeuralAvatarError):
+        project_vertices(torch.zeros(1, 3, 2), torch.zeros(3, 3), K, R, t, (H, W))
+    with pytest.raises(NeuralAvatarError):
+        project_vertices(torch.zeros(1, 3, 3), torch.zeros(4, 3), K, R, t, (H, W))
+    with pytest.raises(NeuralAvatarError):
+        project_vertices(torch.zeros(1, 3, 3), torch.zeros(3, 3), K, R, t, (H, W), splat_radius=-1)
