@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-pure test-bpy test-viewport bench build-body build-motions extension clean
+.PHONY: venv demo test test-pure test-bpy test-viewport test-stock bench build-body build-motions extension clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@bash tools/ensure_system_libs.sh
@@ -31,6 +31,11 @@ test-bpy: $(STAMP)
 
 test-viewport: $(STAMP)
 	bash tools/viewport_test.sh
+
+# Optional real-Blender tier (root, ~1.5 GB, ~10 min): stock Debian Blenders 4.3 and 5.2 without
+# numpy/torch, from Install from Disk to F12 (screenshots in out/stock/). Needs no venv.
+test-stock:
+	bash tools/stock_blender_test.sh
 
 bench: $(STAMP)
 	$(VPY) -m neural_avatar bench --core --json out/bench_core.json

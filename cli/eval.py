@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m neural_avatar eval",
         description="Evaluate avatars and the classical per-vertex-colour render against the demo "
                     "subject's ground truth (PSNR/SSIM/LPIPS in the body's box and on the whole image, "
-                    "temporal flicker). See engine/evaluate.py for the protocol.")
+                    "temporal flicker). See lab/evaluate.py for the protocol.")
     ap.add_argument("--avatar", action="append", default=None, metavar="BUNDLE",
                     help="model bundle (X, X.safetensors or X.json); repeat for several modes. "
                          "Default: the shipped default avatars of every mode")

@@ -1,7 +1,7 @@
 """Motion data for SMPL-family bodies: AMASS / SMPL ``.npz`` loading and validation,
 resampling by time (slerp), and the converter that builds the bundled open clips.
 
-Pure numpy: no bpy here (the Blender key writing lives in ``operators/``).
+Pure numpy: no bpy here (the Blender key writing lives in ``blender/``).
 """
 
 from .amass import (

@@ -3,7 +3,7 @@ OpenCV; matplotlib is not a dependency) and an HTML page tying them together.
 
 Pure (numpy + OpenCV, no bpy, no torch). Images passed in are RGB, row 0 = top, either
 float in [0, 1] or uint8; everything written is 8-bit PNG. The metric names follow the
-evaluation JSON (``engine/evaluate.py``): ``psnr_mask``, ``psnr_full``, ``ssim_mask``,
+evaluation JSON (``lab/evaluate.py``): ``psnr_mask``, ``psnr_full``, ``ssim_mask``,
 ``ssim_full``, ``lpips_mask``, ``lpips_full``, ``flicker``.
 """
 
