@@ -44,7 +44,7 @@ def resolve_device(settings, prefs=None) -> str:
 
 
 def _precision(settings) -> str:
-    return settings.precision.lower()
+    return settings.precision.lower()  # "auto": bf16 on a CPU with native bf16, else fp32
 
 
 def _depth_map(body: "scene_io.BodyFrame", faces, cam, size) -> np.ndarray:
@@ -153,6 +153,9 @@ def render_frame(engine, depsgraph) -> None:
         from ..ui.preferences import get_prefs
 
         device = resolve_device(settings, get_prefs())
+        from ..neural.inference import set_threads
+
+        set_threads()
         engine.update_stats("Neural Avatar", f"{len(bodies)} bodies on {device}")
         t0 = time.perf_counter()
         want = wanted_passes(settings)

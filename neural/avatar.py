@@ -117,6 +117,10 @@ def _check_frame(frame: FrameInputs, num_verts: int | None, num_joints: int | No
 def autocast_context(device: torch.device, precision: str):
     """``torch.autocast`` for ``bf16``/``fp16`` where the device type supports that dtype,
     else a no-op (fp32)."""
+    if precision == "auto":
+        from .inference import resolve_precision
+
+        precision = resolve_precision(precision, device)
     if precision not in PRECISIONS:
         raise NeuralAvatarError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     if precision == "fp32":
@@ -236,6 +240,10 @@ class Avatar(nn.Module):
             with torch.inference_mode():
                 frame = self.prepare(frame)
                 inputs = self.make_input(frame)
+                if getattr(self, "channels_last", False):  # weights prepared channels-last (neural/inference.py)
+                    inputs = {k: (v.contiguous(memory_format=torch.channels_last)
+                                  if torch.is_tensor(v) and v.ndim == 4 and v.is_floating_point() else v)
+                              for k, v in inputs.items()}
                 with autocast_context(self.device, precision):
                     out = self.run_network(inputs, frame)
                 return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}

@@ -104,7 +104,7 @@ class ModelCache:
         from .avatar import PRECISIONS
         from .bundle import check_meta, load_bundle, read_bundle_meta
 
-        if precision not in PRECISIONS:
+        if precision not in PRECISIONS and precision != "auto":
             raise NeuralAvatarError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
         k = self.key(path, device, precision)
         with self._lock:
@@ -116,6 +116,9 @@ class ModelCache:
                 check_meta(read_bundle_meta(path), expected_mode, expected_body, Path(k[0]).name)
             return avatar
         avatar = load_bundle(path, device=device, expected_mode=expected_mode, expected_body=expected_body)
+        from .inference import prepare_for_inference
+
+        prepare_for_inference(avatar)  # BN folded, channels-last: the cache serves rendering only
         with self._lock:
             self.loads += 1
             # drop stale versions of the same file on the same device

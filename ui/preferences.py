@@ -266,7 +266,7 @@ def draw_dependencies(layout, context, compact=False):
     info = deps.read_manifest(target)
     sub = box.column(align=True)
     sub.scale_y = 0.8
-    wrapped(sub, f"Folder: {target}", context)
+    wrapped(sub, f"In use: {target}", context)
     if info:
         inst = info.get("installed", {})
         sub.label(text=f"Installed: torch {inst.get('torch', '?')} ({info.get('variant', '?')}), "

@@ -34,10 +34,14 @@ DEVICE_ITEMS = [
     ("MPS", "MPS", "Apple GPU"),
     ("CPU", "CPU", "Processor"),
 ]
+# Explicit numbers: .blend files store the number, so FP32/BF16/FP16 keep theirs (0-2) from before AUTO.
 PRECISION_ITEMS = [
-    ("FP32", "Float32", "Full precision"),
-    ("BF16", "BFloat16", "Half precision (bfloat16) inference where the device supports it"),
-    ("FP16", "Float16", "Half precision (float16) inference on GPUs; on a CPU it runs in Float32 (CPU float16 is ~1000x slower)"),
+    ("AUTO", "Auto", "BFloat16 on CPUs that compute it natively (AVX512-BF16/AMX: about 4x faster, 75 dB from "
+                     "Float32), Float32 elsewhere", 3),
+    ("FP32", "Float32", "Full precision", 0),
+    ("BF16", "BFloat16", "Half precision (bfloat16) inference where the device supports it", 1),
+    ("FP16", "Float16", "Half precision (float16) inference on GPUs; on a CPU it runs in Float32 "
+                        "(CPU float16 is ~1000x slower)", 2),
 ]
 MODEL_ITEMS = [
     ("DEFAULT", "Default (open)", "Embedded, freely licensed SMPL-format body (no download)"),
@@ -114,7 +118,7 @@ class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
                        description="Neural mode of the shipped default avatar, for bodies without an avatar of "
                                    "their own (a body with an avatar renders in that avatar's mode)")
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="PREFERENCES", update=_redraw_views)
-    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="FP32", update=_redraw_views)
+    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="AUTO", update=_redraw_views)
     pass_input: BoolProperty(name="Neural Input Pass", default=False,
                              description="Write the network's input image (projected vertices, rasterised "
                                          "texture or Gaussian features) as the 'Neural Input' render pass")
