@@ -21,6 +21,7 @@ PASSES = {  # name → (channels, chan_id, type)
 }
 TIMINGS: dict = {}  # last frame's stage timings (s), read by the benchmark
 LAST_BODY_MODES: dict = {}  # body name → the mode it was rendered in (last frame; UI and tests)
+LAST_CROPS: dict = {}  # body name → its neural.crop.Crop (None: not visible) in the last frame
 
 
 def wanted_passes(settings) -> list[str]:
@@ -70,11 +71,13 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
     with its own avatar renders in that avatar's mode (:func:`.avatars.resolve`)."""
     import torch
 
+    from ..neural import crop as crop_lib
     from ..neural.avatar import FrameInputs
 
     x0, y0, w, h = cam.border
     layers = []
     LAST_BODY_MODES.clear()
+    LAST_CROPS.clear()
     for i, b in enumerate(bodies):
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
@@ -84,13 +87,22 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
         K[1, 2] -= y0
+        # The body's own window at the scale its avatar was trained at (neural/crop.py).
+        win = crop_lib.body_crop(b.verts, K, cam.R, cam.t, w, h, int(avatar.config.resolution))
+        zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
+        if win is None:  # behind the camera or outside the frame: nothing to paint
+            LAST_CROPS[b.name] = None
+            continue
+        LAST_CROPS[b.name] = win
+        r = win.res
         frame = FrameInputs(
             verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
-            K=torch.as_tensor(K, dtype=torch.float32)[None], R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
-            t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(h, w))
+            K=torch.as_tensor(crop_lib.crop_intrinsics(K, win), dtype=torch.float32)[None],
+            R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
+            t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(r, r))
         from ..common.guards import check_bytes
 
-        check_bytes(avatar.render_bytes(h, w) + 64 * h * w, f"Rendering '{b.name}' at {w}×{h} pixels",
+        check_bytes(avatar.render_bytes(r, r) + 64 * h * w, f"Rendering '{b.name}' at {w}×{h} pixels",
                     hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
         try:
             out = avatar.render(frame, precision=precision)
@@ -98,15 +110,23 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
             avatar = avatars.load(path, body_mode, b.model_id, "cpu")
             out = avatar.render(frame, precision="fp32")
-        rgb = out["rgb_fg"][0].permute(1, 2, 0).cpu().numpy()
-        mask = out["mask"][0, 0].cpu().numpy()
-        inp = out["input"][0, :3].permute(1, 2, 0).cpu().numpy() if out.get("input") is not None else None
-        if not np.isfinite(rgb).all() or not np.isfinite(mask).all():
+        gate = crop_lib.silhouette_gate(b.verts, crop_lib.crop_intrinsics(K, win), cam.R, cam.t, r)
+        mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device))
+        if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "
                                     "The bundle may be corrupt or trained with a diverged run.")
-        zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
+        # Into the frame: exactly background (alpha 0) outside the window.
+        rgb = np.zeros((h, w, 3), np.float32)
+        mask = np.zeros((h, w), np.float32)
+        rgb_w, (xa, ya, xb, yb) = crop_lib.paste(out["rgb_fg"][0], win, w, h)
+        rgb[ya:yb, xa:xb] = rgb_w
+        mask[ya:yb, xa:xb] = crop_lib.paste(mask_c[0], win, w, h)[0][..., 0]
+        inp = None
+        if out.get("input") is not None:
+            inp = np.ones((h, w, 3), np.float32)
+            inp[ya:yb, xa:xb] = crop_lib.paste(out["input"][0, :3], win, w, h)[0]
         layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name,
-                 "mode": body_mode}
+                 "mode": body_mode, "crop": (xa, ya, xb, yb), "network_size": r}
         if want_depth and faces_for is not None:
             cam_crop = scene_io.CameraFrame(K, cam.R, cam.t, w, h, (0, 0, w, h))
             layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))

@@ -295,3 +295,35 @@ def test_huge_frame_is_refused_with_the_memory_it_needs(addon, tmp_path):
     scene.render.filepath = str(tmp_path / "huge.png")
     _render_fails("would need")
     assert "GB" in state.LAST_ERROR and not os.path.exists(tmp_path / "huge.png")
+
+
+def test_each_body_is_rendered_in_its_window_and_outside_is_exactly_background(addon, tmp_path):
+    scene, arm = _scene(addon, res=96)
+    scene.camera.data.lens = 18.0  # a wide view: the body's window is a part of the frame
+    scene.render.film_transparent = True
+    scene.render.filepath = str(tmp_path / "w.png")
+    state.clear_error()
+    bpy.ops.render.render(write_still=True)
+    assert state.LAST_ERROR == ""
+    win = final.LAST_CROPS[arm.name]
+    assert win is not None and win.res <= 128  # the shipped avatars were trained at 128²
+    import cv2
+
+    a = cv2.imread(str(tmp_path / "w.png"), cv2.IMREAD_UNCHANGED)[..., 3]  # row 0 = top, like the window
+    xa, ya, xb, yb = win.visible(96, 96)
+    outside = np.ones(a.shape, bool)
+    outside[ya:yb, xa:xb] = False
+    assert outside.any() and int(a[outside].max()) == 0
+    assert int(a[ya:yb, xa:xb].max()) > 200  # the body is painted inside
+
+
+def test_close_up_runs_at_the_trained_scale(addon, tmp_path):
+    scene, arm = _scene(addon, res=160)
+    cam = scene.camera
+    cam.data.lens = 200.0  # the body is far larger than the avatar's training framing
+    scene.render.filepath = str(tmp_path / "c.png")
+    state.clear_error()
+    bpy.ops.render.render(write_still=True)
+    assert state.LAST_ERROR == ""
+    win = final.LAST_CROPS[arm.name]
+    assert win is not None and win.side > 160 and win.res == 128

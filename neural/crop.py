@@ -1,0 +1,146 @@
+"""Per-body crops at the scale an avatar was trained at.
+
+A body is rendered in its own square screen-space window, the one a capture of the demo subject
+would frame it in: the projection of the body's bounding sphere fills ``FILL`` of the window's
+side (the capture protocol fits that sphere to the field of view with a distance factor of
+1.02–1.275, ``lab/capture.py``; ``FILL`` is its mean). The window is rendered at
+``min(its size in frame pixels, the avatar's training resolution)``: a body smaller than the
+trained scale costs its own pixels; a close-up beyond it runs at the trained scale and is
+upsampled (bilinear) into the frame. Pixels outside every window are exactly background, and
+the predicted mask is feathered to 0 over the window's outer ``FEATHER`` so no window edge shows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FILL = 1.0 / (1.02 * 1.1375)  # bounding-sphere diameter / window side in the training captures
+FEATHER = 0.04  # fraction of the window side over which the mask fades to 0 at its border
+MIN_SIDE = 16
+
+
+@dataclass
+class Crop:
+    """A square window of the frame: top-left ``(x0, y0)`` and ``side`` in frame pixels (it may
+    extend past the frame), rendered at ``res`` × ``res`` network pixels."""
+
+    x0: float
+    y0: float
+    side: float
+    res: int
+
+    @property
+    def scale(self) -> float:
+        """Network pixels per frame pixel (≤ 1)."""
+        return self.res / self.side
+
+    def visible(self, width: int, height: int):
+        """The integer frame rectangle ``(x0, y0, x1, y1)`` the window covers, or None."""
+        xa, ya = max(0, int(math.floor(self.x0))), max(0, int(math.floor(self.y0)))
+        xb = min(width, int(math.ceil(self.x0 + self.side)))
+        yb = min(height, int(math.ceil(self.y0 + self.side)))
+        return (xa, ya, xb, yb) if xb > xa and yb > ya else None
+
+
+def body_crop(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
+              train_res: int, fill: float = FILL) -> Optional[Crop]:
+    """The window for a body with world-space ``verts`` (V, 3) seen by camera ``K, R, t`` in a
+    ``width`` × ``height`` frame; None when the body is wholly behind the camera or outside the
+    frame."""
+    verts = np.asarray(verts, np.float64)
+    Xc = verts @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+    front = Xc[:, 2] > 1e-3
+    if not front.any():
+        return None
+    K = np.asarray(K, np.float64)
+    f = 0.5 * (K[0, 0] + K[1, 1])
+    lo, hi = verts.min(0), verts.max(0)
+    centre = 0.5 * (lo + hi)
+    radius = 0.5 * float(np.linalg.norm(hi - lo))
+    cc = np.asarray(R, np.float64) @ centre + np.asarray(t, np.float64)
+    uv = (Xc[front] @ K.T)[:, :2] / Xc[front, 2:3]
+    u0, v0 = uv.min(0)
+    u1, v1 = uv.max(0)
+    if cc[2] > 1.5 * radius:  # the whole sphere in front: its projection frames the body as in training
+        cu, cv = (K @ cc)[:2] / cc[2]
+        side = 2.0 * radius * f / cc[2] / fill
+        side = max(side, 1.05 * max(u1 - u0, v1 - v0))  # every projected vertex inside
+    else:  # the camera is inside or near the body: frame the visible vertices
+        cu, cv = 0.5 * (u0 + u1), 0.5 * (v0 + v1)
+        side = 1.1 * max(u1 - u0, v1 - v0, 1.0)
+    side = min(side, 64.0 * max(width, height))  # a camera touching the body: no absurd windows
+    crop = Crop(cu - side / 2.0, cv - side / 2.0, side, 0)
+    if crop.visible(width, height) is None:
+        return None
+    crop.res = int(max(MIN_SIDE, min(round(side), int(train_res))))
+    return crop
+
+
+def crop_intrinsics(K: np.ndarray, crop: Crop) -> np.ndarray:
+    """K of the window's network image: frame pixel coordinates shifted by the window's corner
+    and scaled by ``crop.scale`` (continuous coordinates, pixel centres at +0.5 in both)."""
+    k = crop.scale
+    Kc = np.array(K, np.float64)
+    Kc[0, 0] *= k
+    Kc[1, 1] *= k
+    Kc[0, 1] *= k
+    Kc[0, 2] = (Kc[0, 2] - crop.x0) * k
+    Kc[1, 2] = (Kc[1, 2] - crop.y0) * k
+    return Kc
+
+
+def feather(mask: torch.Tensor, fraction: float = FEATHER) -> torch.Tensor:
+    """``mask (B,1,r,r)`` times a ramp from 0 at the window's border to 1 at ``fraction`` inside."""
+    r = mask.shape[-1]
+    n = max(1.0, fraction * r)
+    idx = torch.arange(r, dtype=mask.dtype, device=mask.device) + 0.5
+    ramp = torch.clamp(torch.minimum(idx, r - idx) / n, 0.0, 1.0)
+    return mask * ramp[None, None, :, None] * ramp[None, None, None, :]
+
+
+def paste(img: torch.Tensor, crop: Crop, width: int, height: int) -> tuple:
+    """Resample a window's network image ``img (C, r, r)`` into the frame pixels it covers
+    (bilinear: the window is never finer than the frame). Returns ``(array (y1-y0, x1-x0, C),
+    (x0, y0, x1, y1))`` or ``(None, None)`` when nothing is visible."""
+    vis = crop.visible(width, height)
+    if vis is None:
+        return None, None
+    xa, ya, xb, yb = vis
+    r = img.shape[-1]
+    k = crop.scale
+    # frame pixel centre (j + 0.5) → window pixel coordinate → normalised [-1, 1] (align_corners=False)
+    js = (torch.arange(xa, xb, dtype=torch.float32) + 0.5 - crop.x0) * k
+    is_ = (torch.arange(ya, yb, dtype=torch.float32) + 0.5 - crop.y0) * k
+    gx = js / r * 2.0 - 1.0
+    gy = is_ / r * 2.0 - 1.0
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+    out = F.grid_sample(img[None].float(), grid.to(img.device), mode="bilinear", padding_mode="border",
+                        align_corners=False)[0]
+    return out.permute(1, 2, 0).cpu().numpy(), vis
+
+
+GATE_DILATE = 0.035  # fraction of the window side the body's silhouette is grown by (clothes, hair)
+
+
+def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, res: int,
+                    dilate: float = GATE_DILATE) -> torch.Tensor:
+    """``(1, 1, res, res)`` in [0, 1]: 1 on and near the body's projected vertices (grown by
+    ``dilate`` of the side, then softened over as much again), 0 far from it. Multiplying the
+    predicted mask by it removes what an avatar paints far from the body (a faint veil in
+    SMPLpix's mask) without touching the body, its clothes or its hair."""
+    Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+    front = Xc[:, 2] > 1e-3
+    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
+    j, i = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    ok = (j >= 0) & (j < res) & (i >= 0) & (i < res)
+    m = torch.zeros(1, 1, res, res)
+    m[0, 0, torch.as_tensor(i[ok]), torch.as_tensor(j[ok])] = 1.0
+    k = max(1, int(round(dilate * res)))
+    m = F.max_pool2d(m, 2 * k + 1, stride=1, padding=k)  # grow
+    m = F.avg_pool2d(m, 2 * k + 1, stride=1, padding=k, count_include_pad=False)  # soften the edge
+    return torch.clamp(m * 2.0, 0.0, 1.0)

@@ -1,0 +1,83 @@
+"""Per-body windows at the trained scale (neural/crop.py): every projected vertex inside the
+window, the network size capped at the training resolution (close-ups) and following the body's
+own size below it (far bodies), nothing for bodies behind the camera or off-screen, the window's
+intrinsics consistent with the frame's, and pasting that resamples only the visible part."""
+import numpy as np
+import torch
+
+from neural_avatar import body
+from neural_avatar.body import kinematics
+from neural_avatar.neural import crop as C
+from neural_avatar.neural.inputs.camera import project_points
+
+
+def _body():
+    v, _ = kinematics.forward(body.load_default())
+    return np.asarray(v)
+
+
+def _cam(dist, f=600.0, size=512):
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
+    R = np.diag([1.0, -1.0, -1.0])
+    t = np.array([0.0, 0.25, dist])
+    return K, R, t
+
+
+def test_window_holds_the_body_and_scales_with_distance():
+    v = _body()
+    K, R, t = _cam(4.0)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=256)
+    Xc = v @ R.T + t
+    uv = (Xc @ K.T)[:, :2] / Xc[:, 2:3]
+    assert (uv[:, 0] >= w.x0).all() and (uv[:, 0] <= w.x0 + w.side).all()
+    assert (uv[:, 1] >= w.y0).all() and (uv[:, 1] <= w.y0 + w.side).all()
+    far = C.body_crop(v, *_cam(8.0), 512, 512, train_res=256)
+    assert abs(far.side / w.side - 0.5) < 0.03  # half the distance → half the window
+    assert far.res == round(far.side) < 256  # below the trained scale: its own pixels
+    near = C.body_crop(v, *_cam(1.5), 512, 512, train_res=256)
+    assert near.res == 256 and near.side > 256  # a close-up: capped, then upsampled
+
+
+def test_behind_the_camera_or_off_screen_gives_no_window():
+    v = _body()
+    K, R, t = _cam(-3.0)
+    assert C.body_crop(v, K, R, t, 512, 512, 128) is None
+    K, R, t = _cam(4.0)
+    assert C.body_crop(v + np.array([50.0, 0, 0]), K, R, t, 512, 512, 128) is None
+    part = C.body_crop(v + np.array([1.45, 0, 0]), K, R, t, 512, 512, 128)  # half off the right edge
+    assert part is not None and part.visible(512, 512)[2] == 512
+
+
+def test_window_intrinsics_map_frame_pixels_to_network_pixels():
+    v = _body()
+    K, R, t = _cam(4.0)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=64)
+    Kc = C.crop_intrinsics(K, w)
+    X = torch.as_tensor(v[:50], dtype=torch.float32)[None]
+    uv_f = project_points(X, torch.as_tensor(K, dtype=torch.float32)[None], torch.as_tensor(R, dtype=torch.float32)[None],
+                          torch.as_tensor(t, dtype=torch.float32)[None])[0][..., :2]
+    uv_c = project_points(X, torch.as_tensor(Kc, dtype=torch.float32)[None], torch.as_tensor(R, dtype=torch.float32)[None],
+                          torch.as_tensor(t, dtype=torch.float32)[None])[0][..., :2]
+    expect = (uv_f - torch.tensor([w.x0, w.y0])) * w.scale
+    assert torch.allclose(uv_c, expect.float(), atol=1e-3)
+
+
+def test_paste_fills_only_the_visible_window_and_feather_reaches_zero():
+    w = C.Crop(x0=-10.0, y0=20.0, side=40.0, res=20)
+    img = torch.ones(1, 20, 20)
+    arr, (xa, ya, xb, yb) = C.paste(img, w, 64, 64)
+    assert (xa, ya, xb, yb) == (0, 20, 30, 60) and arr.shape == (40, 30, 1) and np.allclose(arr, 1.0)
+    m = C.feather(torch.ones(1, 1, 50, 50))
+    assert float(m[0, 0, 0, 0]) < 0.3 and float(m[0, 0, 25, 25]) == 1.0
+
+
+def test_silhouette_gate_covers_the_body_and_clears_far_pixels():
+    v = _body()
+    K, R, t = _cam(4.0)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=128)
+    g = C.silhouette_gate(v, C.crop_intrinsics(K, w), R, t, w.res)[0, 0]
+    assert float(g[0, 0]) == 0.0 and float(g[:, :3].max()) == 0.0  # window corners/edge columns
+    Xc = v @ R.T + t
+    uv = (Xc @ C.crop_intrinsics(K, w).T)[:, :2] / Xc[:, 2:3]
+    i, j = np.clip(uv[:, 1].astype(int), 0, w.res - 1), np.clip(uv[:, 0].astype(int), 0, w.res - 1)
+    assert float(g[i, j].min()) == 1.0  # every vertex fully inside the gate
