@@ -36,6 +36,11 @@ def main(argv=None) -> int:
         eng = engine_bench.run(quick=a.quick)
         results["device"] = results.get("device", eng["device"])
         results.update({k: v for k, v in eng.items() if k != "device"})
+        results["peak_gflops"] = engine_bench.peak_gflops()
+        dressed = engine_bench.run_dressed(repeats=1 if a.quick else 3)
+        results["dressed"] = {k: dressed[k] for k in ("f12_ms", "body_scale_ms", "vs")}
+        results["network_gflops"] = dressed["network_gflops"]
+        results["precision_used"] = dressed["precision_used"]
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import resource
+
+from ..common.deps import np
 import statistics
 import tempfile
 import time
@@ -100,3 +102,128 @@ def _import_speed(bpy, body, n=10000) -> float:
         t0 = time.perf_counter()
         import_motions(bpy.context, body, [path])
         return time.perf_counter() - t0
+
+
+def peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
+    """Measured matmul throughput of this machine (GFLOP/s) in fp32 and bf16, same threads as
+    rendering: the reference for how close the networks run to peak."""
+    import torch
+
+    from ..neural.inference import set_threads
+
+    set_threads()
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.rand(n, n).to(dtype)
+        b = torch.rand(n, n).to(dtype)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        dt = (time.perf_counter() - t0) / repeats
+        out[name] = round(2.0 * n ** 3 / dt / 1e9, 1)
+    return out
+
+
+def network_gflops(mode: str, res: int, precision: str) -> float:
+    """Achieved GFLOP/s of ``mode``'s shipped network (BN folded, channels-last) on a ``res``²
+    window: FLOPs counted by torch's FlopCounterMode over one render, divided by its time."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .. import body as body_lib
+    from ..body import kinematics
+    from ..engine import avatars
+    from ..neural.avatar import FrameInputs
+
+    av = avatars.load(avatars.default_avatar_path(mode), mode, "default-neutral-v1", "cpu")
+    model = body_lib.load_default()
+    v, j = kinematics.forward(model)
+    f = 1.2 * res
+    frame = FrameInputs(verts=torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1, 3),
+                        joints=torch.as_tensor(np.asarray(j, np.float32)).reshape(1, -1, 3),
+                        K=torch.tensor([[[f, 0, res / 2], [0, f, res / 2], [0, 0, 1.0]]]),
+                        R=torch.tensor([[[1.0, 0, 0], [0, -1, 0], [0, 0, -1]]]), t=torch.tensor([[0.0, 0.3, 2.6]]),
+                        size=(res, res))
+    inputs = av.make_input(av.prepare(frame))
+    if getattr(av, "channels_last", False):
+        inputs = {k: (x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.ndim == 4
+                      and x.is_floating_point() else x) for k, x in inputs.items()}
+    from ..neural.avatar import autocast_context
+
+    with torch.inference_mode(), autocast_context(av.device, precision):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            av.run_network(inputs, frame)
+        av.run_network(inputs, frame)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            av.run_network(inputs, frame)
+        dt = (time.perf_counter() - t0) / 3
+    return round(counter.get_total_flops() / dt / 1e9, 1)
+
+
+def run_dressed(resolutions=(256, 512), repeats: int = 3, log=print) -> dict:
+    """F12 on the dressed demo subject the shipped avatars were trained on (walk pose, the
+    capture's framing), per neural mode next to ``CYCLES_GT`` (the ground-truth settings of the
+    shipped avatars: Cycles, ``subject.CYCLES_SAMPLES`` samples, no denoiser), ``CYCLES_16`` and
+    Workbench; the body at full versus half screen height; precision and GFLOP/s."""
+    import bpy
+
+    from ..blender.motion_import import import_motions
+    from ..common.paths import bundled_walk
+    from ..engine import final, state
+    from ..neural.inference import resolve_precision
+    from . import subject
+    from .scene_setup import add_camera, ensure_registered, setup_render
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    ensure_registered()
+    scene = bpy.context.scene
+    subj = subject.build_demo_subject(bpy.context, texture_size=512)
+    arm = subj["armature"]
+    import_motions(bpy.context, arm, [bundled_walk()], target_fps=30.0)
+    scene.frame_set(scene.frame_start + 10)
+    pelvis = np.array(arm.matrix_world @ arm.pose.bones[0].head)
+    add_camera(scene, target=(pelvis[0], pelvis[1], 0.9), distance=2.9, height=1.1, yaw_deg=20.0)
+    scene.camera = bpy.data.objects["Camera"]
+    out = {"f12_ms": {}, "body_scale_ms": {}, "network_gflops": {}, "precision_used": {}}
+    names = MODES + ("CYCLES_GT", "CYCLES_16", "WORKBENCH")
+    for name in names:
+        out["f12_ms"][name] = {}
+        for res in resolutions:
+            if name in MODES:
+                setup_render(scene, res=res)
+                scene.neural_avatar.mode = name
+                state.clear_error()
+                bpy.ops.render.render(write_still=False)
+                if state.LAST_ERROR:
+                    raise RuntimeError(f"{name}: {state.LAST_ERROR}")
+            elif name.startswith("CYCLES"):
+                samples = subject.CYCLES_SAMPLES if name == "CYCLES_GT" else 16
+                subject.setup_ground_truth_render(scene, res, "CYCLES", samples=samples)
+            else:
+                subject.setup_ground_truth_render(scene, res, "WORKBENCH")
+            ms = _f12(bpy, scene, 1 if name.startswith("CYCLES") else repeats)
+            out["f12_ms"][name][str(res)] = round(ms, 2)
+            log(f"dressed F12 {name:<18} {res}²: {ms:9.1f} ms")
+    for name in MODES:
+        out["precision_used"][name] = resolve_precision(scene.neural_avatar.precision.lower(), "cpu")
+        out["network_gflops"][name] = {"512": network_gflops(name, 512 if 512 in resolutions else 64,
+                                                             out["precision_used"][name])}
+    # Body at full and at half screen height (SMPLpix, 512²): the window's side scaled by the lens.
+    setup_render(scene, res=resolutions[-1])
+    scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    cam = scene.camera.data
+    for frac in (1.0, 0.5):
+        bpy.ops.render.render(write_still=False)
+        win = final.LAST_CROPS.get(arm.name)
+        if win is not None:
+            cam.lens *= frac * resolutions[-1] / (win.side * 0.87)
+        ms = _f12(bpy, scene, repeats)
+        out["body_scale_ms"][str(frac)] = round(ms, 2)
+        log(f"dressed body at {frac:.1f} of the height: {ms:9.1f} ms")
+    out["vs"] = {name: {r: {"CYCLES_GT": round(out["f12_ms"]["CYCLES_GT"][r] / out["f12_ms"][name][r], 2),
+                            "CYCLES_16": round(out["f12_ms"]["CYCLES_16"][r] / out["f12_ms"][name][r], 2)}
+                        for r in out["f12_ms"][name]} for name in MODES}
+    return out
