@@ -41,6 +41,7 @@ def main(argv=None) -> int:
         results["dressed"] = {k: dressed[k] for k in ("f12_ms", "body_scale_ms", "vs")}
         results["network_gflops"] = dressed["network_gflops"]
         results["precision_used"] = dressed["precision_used"]
+        results["backend"] = dressed.get("backend", {})
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:

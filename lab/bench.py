@@ -136,7 +136,12 @@ def network_gflops(mode: str, res: int, precision: str) -> float:
     from ..engine import avatars
     from ..neural.avatar import FrameInputs
 
-    av = avatars.load(avatars.default_avatar_path(mode), mode, "default-neutral-v1", "cpu")
+    from ..neural.bundle import load_bundle
+    from ..neural.inference import prepare_for_inference
+
+    av = avatars.load(avatars.default_avatar_path(mode), mode, "default-neutral-v1", "cpu")  # the backend in use
+    ref = load_bundle(avatars.default_avatar_path(mode))  # torch, for counting FLOPs
+    prepare_for_inference(ref)
     model = body_lib.load_default()
     v, j = kinematics.forward(model)
     f = 1.2 * res
@@ -151,10 +156,12 @@ def network_gflops(mode: str, res: int, precision: str) -> float:
                       and x.is_floating_point() else x) for k, x in inputs.items()}
     from ..neural.avatar import autocast_context
 
+    if hasattr(av.net, "set_precision"):
+        av.net.set_precision(precision)
     with torch.inference_mode(), autocast_context(av.device, precision):
         counter = FlopCounterMode(display=False)
         with counter:
-            av.run_network(inputs, frame)
+            ref.run_network(inputs, frame)
         av.run_network(inputs, frame)
         t0 = time.perf_counter()
         for _ in range(3):
@@ -209,6 +216,10 @@ def run_dressed(resolutions=(256, 512), repeats: int = 3, log=print) -> dict:
             log(f"dressed F12 {name:<18} {res}²: {ms:9.1f} ms")
     for name in MODES:
         out["precision_used"][name] = resolve_precision(scene.neural_avatar.precision.lower(), "cpu")
+        from ..engine import avatars as _avatars
+
+        _av = _avatars.load(_avatars.default_avatar_path(name), name, "default-neutral-v1", "cpu")
+        out.setdefault("backend", {})[name] = getattr(_av, "backend", "torch")
         out["network_gflops"][name] = {"512": network_gflops(name, 512 if 512 in resolutions else 64,
                                                              out["precision_used"][name])}
     # Body at full and at half screen height (SMPLpix, 512²): the window's side scaled by the lens.

@@ -244,6 +244,10 @@ class Avatar(nn.Module):
                     inputs = {k: (v.contiguous(memory_format=torch.channels_last)
                                   if torch.is_tensor(v) and v.ndim == 4 and v.is_floating_point() else v)
                               for k, v in inputs.items()}
+                if hasattr(self.net, "set_precision"):  # the OpenVINO backend (neural/inference.py)
+                    from .inference import resolve_precision
+
+                    self.net.set_precision(resolve_precision(precision, self.device))
                 with autocast_context(self.device, precision):
                     out = self.run_network(inputs, frame)
                 return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 FILL = 1.0 / (1.02 * 1.1375)  # bounding-sphere diameter / window side in the training captures
 FEATHER = 0.04  # fraction of the window side over which the mask fades to 0 at its border
 MIN_SIDE = 16
+SIZE_STEP = 16
 
 
 @dataclass
@@ -77,7 +78,9 @@ def body_crop(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, wi
     crop = Crop(cu - side / 2.0, cv - side / 2.0, side, 0)
     if crop.visible(width, height) is None:
         return None
-    crop.res = int(max(MIN_SIDE, min(round(side), int(train_res))))
+    # Network sizes in steps of 16 pixels: few distinct shapes for the backends' kernel caches
+    # (OpenVINO re-plans a dynamic-shape model for every new size) as a body moves.
+    crop.res = int(max(MIN_SIDE, min(SIZE_STEP * math.ceil(side / SIZE_STEP), int(train_res))))
     return crop
 
 

@@ -116,9 +116,10 @@ class ModelCache:
                 check_meta(read_bundle_meta(path), expected_mode, expected_body, Path(k[0]).name)
             return avatar
         avatar = load_bundle(path, device=device, expected_mode=expected_mode, expected_body=expected_body)
-        from .inference import prepare_for_inference
+        from .inference import attach_openvino, prepare_for_inference
 
         prepare_for_inference(avatar)  # BN folded, channels-last: the cache serves rendering only
+        attach_openvino(avatar, path, warn=warnings.warn)  # the optional CPU backend, when installed
         with self._lock:
             self.loads += 1
             # drop stale versions of the same file on the same device

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -102,3 +103,125 @@ def set_threads() -> int:
         torch.set_num_threads(max(1, n))
         _THREADS_SET = True
     return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------------- OpenVINO
+# Optional backend (installer set "openvino"): the SMPLpix UNet and ANR's R1→R2 exported once per
+# bundle and cached, then run by OpenVINO's CPU plugin with an explicit precision hint (its
+# default on CPUs with bf16 is bf16). Measured here at 256², one run: SMPLpix 14.6 ms vs torch bf16
+# 27.6 ms, ANR 28.5 vs 42.1 ms. The style UNet's modulated convolutions (weights computed from the
+# style at run time) are not supported by the CPU plugin: GAUSSIAN_BONES stays on torch.
+OPENVINO_ENV = "NEURAL_AVATAR_OPENVINO"  # "0": never use OpenVINO
+
+
+class _AnrCore(nn.Module):
+    """ANR's R1→R2 returning plain tensors (rgb_fg, mask_logit, aux_rgb) for export."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, neural_image, normals=None):
+        out = self.net(neural_image, normals)
+        return out["rgb_fg"], out["mask_logit"], out["aux_rgb"]
+
+
+class OpenVinoNetwork(nn.Module):
+    """Stands in for an avatar's ``net``: the same call and outputs, computed by OpenVINO. The
+    precision is set per render (:meth:`set_precision`); one compiled model per precision."""
+
+    def __init__(self, ov_model, kind: str, threads: int):
+        super().__init__()
+        self.ov_model = ov_model
+        self.kind = kind
+        self.threads = threads
+        self.precision = "fp32"
+        self._compiled = {}
+
+    def set_precision(self, precision: str) -> None:
+        self.precision = "bf16" if precision == "bf16" else "fp32"
+
+    def _model(self):
+        import openvino as ov
+
+        if self.precision not in self._compiled:
+            hint = "bf16" if self.precision == "bf16" else "f32"
+            self._compiled[self.precision] = ov.Core().compile_model(
+                self.ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": str(self.threads)})
+        return self._compiled[self.precision]
+
+    def forward(self, x, normals=None, background=None):
+        cm = self._model()
+        args = [x] + ([normals] if self.kind == "anr" and normals is not None else [])
+        res = cm([a.float().contiguous().cpu().numpy() for a in args])
+        outs = [torch.from_numpy(np.ascontiguousarray(res[o])) for o in cm.outputs]
+        if self.kind == "unet":
+            return outs[0]
+        return {"rgb_fg": outs[0], "mask_logit": outs[1], "aux_rgb": outs[2]}
+
+
+def openvino_available() -> bool:
+    if os.environ.get(OPENVINO_ENV, "") == "0":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("NEURAL_AVATAR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "neural_avatar")
+    return os.path.join(base, "openvino")
+
+
+def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
+    """Replace ``avatar.net`` by an :class:`OpenVinoNetwork` (VERTEX_PROJECTION, NEURAL_TEXTURE on
+    the CPU), exporting the network the first time a bundle is used and caching the IR under
+    ``~/.cache/neural_avatar/openvino/`` keyed by the weights' hash. Any failure keeps torch."""
+    import hashlib
+
+    if avatar.device.type != "cpu" or not openvino_available():
+        return False
+    mode = avatar.config.mode
+    if mode not in ("VERTEX_PROJECTION", "NEURAL_TEXTURE"):
+        return False
+    try:
+        import openvino as ov
+
+        st = os.path.splitext(os.fspath(bundle_path))[0] + ".safetensors"
+        h = hashlib.sha256()
+        with open(st, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        key = f"{h.hexdigest()[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}"
+        xml = os.path.join(_cache_dir(), key + ".xml")
+        core = ov.Core()
+        if os.path.exists(xml):
+            model = core.read_model(xml)
+        else:
+            net = avatar.net.float().eval()
+            if mode == "VERTEX_PROJECTION":
+                c = avatar.config.unet.in_ch
+                module, example = net, (torch.rand(1, c, 64, 64),)
+                shapes = [ov.PartialShape([1, c, -1, -1])]
+            else:
+                a = avatar.config.anr
+                module = _AnrCore(net)
+                example = (torch.rand(1, a.texture_channels, 64, 64),) + \
+                    ((torch.rand(1, 3, 64, 64),) if a.use_normals else ())
+                shapes = [ov.PartialShape([1, a.texture_channels, -1, -1])] + \
+                    ([ov.PartialShape([1, 3, -1, -1])] if a.use_normals else [])
+            with torch.no_grad():
+                model = ov.convert_model(module, example_input=example, input=shapes)
+            os.makedirs(_cache_dir(), exist_ok=True)
+            tmp = xml + f".{os.getpid()}.tmp.xml"
+            ov.save_model(model, tmp, compress_to_fp16=False)
+            os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")  # weights first: an .xml always has its .bin
+            os.replace(tmp, xml)
+        avatar.net = OpenVinoNetwork(model, "unet" if mode == "VERTEX_PROJECTION" else "anr", torch.get_num_threads())
+        avatar.backend = "openvino"
+        return True
+    except Exception as e:  # noqa: BLE001 - the torch path always works
+        if warn is not None:
+            warn(f"OpenVINO could not take {os.path.basename(os.fspath(bundle_path))}: {type(e).__name__}: {e}; "
+                 "using PyTorch.")
+        return False

@@ -12,6 +12,7 @@ import tempfile
 _TMP_RES = tempfile.mkdtemp(prefix="na_blender_res_")
 os.environ.setdefault("BLENDER_USER_RESOURCES", _TMP_RES)
 os.environ.setdefault("PYTHONHASHSEED", "0")
+os.environ.setdefault("NEURAL_AVATAR_CACHE", tempfile.mkdtemp(prefix="na_cache_"))  # OpenVINO exports
 
 import pytest  # noqa: E402
 
