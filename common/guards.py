@@ -173,7 +173,9 @@ def npy_header(fileobj):
 
     fmt = np.lib.format
     version = fmt.read_magic(fileobj)
-    reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    # 3.0 differs from 2.0 only in allowing UTF-8 field names
+    reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0,
+              (3, 0): fmt.read_array_header_2_0}.get(version)
     if reader is None:
         raise ValueError(f"unsupported .npy format version {version}")
     shape, _, dtype = reader(fileobj)

@@ -162,18 +162,6 @@ def make_poll(st: _ViewState, tag_redraw):
     return poll
 
 
-def _tag_redraw_3d_views():
-    import bpy
-
-    wm = bpy.context.window_manager
-    if wm is None:
-        return
-    for win in wm.windows:
-        for area in win.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
-
-
 def _ensure_poll(st: _ViewState) -> None:
     """Register the redraw timer (main thread only) unless one is running."""
     import bpy
@@ -182,7 +170,9 @@ def _ensure_poll(st: _ViewState) -> None:
         if st.polling:
             return
         st.polling = True
-    bpy.app.timers.register(make_poll(st, _tag_redraw_3d_views), first_interval=POLL_S)
+    from ..ui.properties import tag_redraw
+
+    bpy.app.timers.register(make_poll(st, tag_redraw), first_interval=POLL_S)
 
 
 def view_draw(engine, context, depsgraph) -> None:

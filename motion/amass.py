@@ -185,15 +185,11 @@ class _Archive:
 
     def _declared(self, key: str):
         """Shape and dtype a member declares in its .npy header (read without its data)."""
-        fmt = np.lib.format
+        from ..common.guards import npy_header
+
         try:
             with self._npz.zip.open(key + ".npy") as f:
-                version = fmt.read_magic(f)
-                reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-                if reader is None:
-                    return None
-                shape, _, dtype = reader(f)
-                return shape, dtype
+                return npy_header(f)
         except Exception as e:  # noqa: BLE001 - zlib.error, SyntaxError from a garbled header, ...
             raise MotionFileError(f"{self._label}: cannot read '{key}' (damaged file?): "
                                   f"{type(e).__name__}: {e}") from None

@@ -8,6 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .. import classes_registrar
+from .properties import tag_redraw
 from ..common import deps
 
 ADDON_ID = __package__.rsplit(".", 1)[0]  # "neural_avatar" or "bl_ext.<repo>.neural_avatar"
@@ -51,16 +52,6 @@ def get_prefs(context=None):
 def missing_now() -> list:
     """Missing modules, numpy first (the add-on needs it for everything)."""
     return deps.missing_modules(("numpy",) + deps.CORE_MODULES)
-
-
-def _tag_redraw():
-    try:
-        for win in bpy.context.window_manager.windows:
-            for area in win.screen.areas:
-                if area.type in ("PREFERENCES", "VIEW_3D", "PROPERTIES"):
-                    area.tag_redraw()
-    except (AttributeError, ReferenceError):
-        pass
 
 
 def _on_event(ev: dict) -> None:
@@ -167,7 +158,7 @@ class NEURAL_AVATAR_OT_install_dependencies(bpy.types.Operator):
     def modal(self, context, event):
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        _tag_redraw()
+        tag_redraw(("PREFERENCES", "VIEW_3D", "PROPERTIES"))
         total = INSTALL["total"]
         done_mb = deps.format_mb(INSTALL["downloaded"]) if INSTALL["downloaded"] else ""
         size = f" — {done_mb} of {deps.format_mb(total)}" if total and done_mb else ""

@@ -71,16 +71,20 @@ def _avatar_changed(self, context):
     _redraw_views(self, context)
 
 
-def _redraw_views(self, context):
-    """A render setting changed (also from a script): redraw Rendered viewports."""
+def tag_redraw(area_types=("VIEW_3D",)) -> None:
+    """Redraw every area of ``area_types`` in every window (no-op without a window manager)."""
     try:
-        wm = bpy.context.window_manager
-        for win in wm.windows:
+        for win in bpy.context.window_manager.windows:
             for area in win.screen.areas:
-                if area.type == "VIEW_3D":
+                if area.type in area_types:
                     area.tag_redraw()
     except (AttributeError, ReferenceError):
         pass
+
+
+def _redraw_views(self, context):
+    """A render setting changed (also from a script): redraw Rendered viewports."""
+    tag_redraw()
 
 
 def beta_label(i: int) -> str:
