@@ -344,13 +344,10 @@ def deps_ok(op, *modules, feature="") -> bool:
 
 
 def _on_depsgraph(scene, depsgraph=None):
-    import sys
+    from ..common import deps
 
-    if "numpy" not in sys.modules:  # a stock Blender without numpy: nothing to keep up to date
-        from ..common import deps
-
-        if deps.missing_modules(("numpy",)):
-            return
+    if deps.missing_modules(("numpy",)):  # a stock Blender without numpy: nothing to keep up to date
+        return
     for arm in body_armatures(scene):
         try:
             if model_for(arm).has_posedirs:

@@ -91,9 +91,12 @@ CORE_MODULES = PACKAGE_SETS["core"].modules
 
 
 def missing_modules(names: Iterable[str] = CORE_MODULES) -> list[str]:
-    """Names among ``names`` that cannot be imported right now (no import is done)."""
+    """Names among ``names`` that cannot be imported right now (no import is done). An already
+    imported module answers at once, so hot paths (every redraw, every depsgraph update) may ask."""
     out = []
     for n in names:
+        if n in sys.modules and sys.modules[n] is not None:
+            continue
         try:
             if importlib.util.find_spec(n) is None:
                 out.append(n)

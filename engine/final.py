@@ -95,9 +95,10 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             continue
         LAST_CROPS[b.name] = win
         r = win.res
+        K_win = crop_lib.crop_intrinsics(K, win)
         frame = FrameInputs(
             verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
-            K=torch.as_tensor(crop_lib.crop_intrinsics(K, win), dtype=torch.float32)[None],
+            K=torch.as_tensor(K_win, dtype=torch.float32)[None],
             R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
             t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(r, r))
         from ..common.guards import check_bytes
@@ -110,21 +111,24 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
             avatar = avatars.load(path, body_mode, b.model_id, "cpu")
             out = avatar.render(frame, precision="fp32")
-        gate = crop_lib.silhouette_gate(b.verts, crop_lib.crop_intrinsics(K, win), cam.R, cam.t, r)
+        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)
         mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device))
         if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "
                                     "The bundle may be corrupt or trained with a diverged run.")
-        # Into the frame: exactly background (alpha 0) outside the window.
+        # Into the frame, RGB, mask and preview in one resampling: exactly background (alpha 0)
+        # outside the window.
+        has_input = out.get("input") is not None
+        planes = [out["rgb_fg"][0].float(), mask_c[0].float()] + ([out["input"][0, :3].float()] if has_input else [])
+        pasted, (xa, ya, xb, yb) = crop_lib.paste(torch.cat(planes, dim=0), win, w, h)
         rgb = np.zeros((h, w, 3), np.float32)
         mask = np.zeros((h, w), np.float32)
-        rgb_w, (xa, ya, xb, yb) = crop_lib.paste(out["rgb_fg"][0], win, w, h)
-        rgb[ya:yb, xa:xb] = rgb_w
-        mask[ya:yb, xa:xb] = crop_lib.paste(mask_c[0], win, w, h)[0][..., 0]
+        rgb[ya:yb, xa:xb] = pasted[..., :3]
+        mask[ya:yb, xa:xb] = pasted[..., 3]
         inp = None
-        if out.get("input") is not None:
+        if has_input:
             inp = np.ones((h, w, 3), np.float32)
-            inp[ya:yb, xa:xb] = crop_lib.paste(out["input"][0, :3], win, w, h)[0]
+            inp[ya:yb, xa:xb] = pasted[..., 4:7]
         layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name,
                  "mode": body_mode, "crop": (xa, ya, xb, yb), "network_size": r}
         if want_depth and faces_for is not None:

@@ -177,7 +177,6 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
     """Replace ``avatar.net`` by an :class:`OpenVinoNetwork` (VERTEX_PROJECTION, NEURAL_TEXTURE on
     the CPU), exporting the network the first time a bundle is used and caching the IR under
     ``~/.cache/neural_avatar/openvino/`` keyed by the weights' hash. Any failure keeps torch."""
-    import hashlib
 
     if avatar.device.type != "cpu" or not openvino_available():
         return False
@@ -187,12 +186,14 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
     try:
         import openvino as ov
 
-        st = os.path.splitext(os.fspath(bundle_path))[0] + ".safetensors"
-        h = hashlib.sha256()
-        with open(st, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        key = f"{h.hexdigest()[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}"
+        from pathlib import Path
+
+        from .bundle import _sha256, bundle_paths, read_bundle_meta
+
+        # The weights' hash the bundle's JSON records (load_bundle has just checked it against the
+        # file); hashed here only for a bundle that records none.
+        digest = read_bundle_meta(bundle_path).get("tensors_sha256") or _sha256(Path(bundle_paths(bundle_path)[0]))
+        key = f"{digest[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}"
         xml = os.path.join(_cache_dir(), key + ".xml")
         core = ov.Core()
         if os.path.exists(xml):

@@ -1,5 +1,8 @@
 """Panels: a "Neural Avatar" sidebar tab in the 3D viewport (bodies, shape, avatar) and, for the
 NEURAL_AVATAR engine only, panels in Render Properties and the sidebar."""
+import functools
+import os
+
 import bpy
 
 from .. import classes_registrar
@@ -114,20 +117,27 @@ class NEURAL_AVATAR_PT_avatar(bpy.types.Panel):
 
 
 def _avatar_mode(path: str) -> str:
-    """The mode named in a bundle's JSON (read without torch), or '' if unreadable."""
-    import json
-    import os
-
-    p = bpy.path.abspath(path)
-    js = os.path.splitext(p)[0] + ".json"
+    """The mode named in a bundle's JSON (read without torch), or '' if unreadable. The panel
+    draws on every redraw: the file is read again only when it changes."""
+    js = os.path.splitext(bpy.path.abspath(path))[0] + ".json"
     try:
-        with open(js, encoding="utf-8") as f:
-            meta = json.load(f)
-        mode = meta.get("mode", "") if isinstance(meta, dict) else ""
-    except (OSError, ValueError, RecursionError):
+        mtime = os.stat(js).st_mtime_ns
+    except OSError:
         return ""
+    return _mode_name_of(js, mtime)
+
+
+@functools.lru_cache(maxsize=32)
+def _mode_name_of(js: str, mtime: int) -> str:
+    from ..common.guards import load_json
+    from ..errors import NeuralAvatarError
     from .properties import MODE_ITEMS
 
+    try:
+        meta = load_json(js, os.path.basename(js))
+    except NeuralAvatarError:
+        return ""
+    mode = meta.get("mode", "") if isinstance(meta, dict) else ""
     return next((name for ident, name, _ in MODE_ITEMS if ident == mode), "")
 
 
