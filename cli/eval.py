@@ -13,6 +13,15 @@ from ..errors import NeuralAvatarError
 from ..lab.evaluate import CLASSICAL, _grid_frames, _log, _write_json, evaluate_methods, load_ground_truth, load_motions, make_eval_plan, render_ground_truth, resolve_avatars
 
 
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     t_start = time.perf_counter()
@@ -29,8 +38,12 @@ def main(argv=None) -> int:
     from ..lab import subject
 
     if M.LPIPS_SOURCE.startswith("unavailable"):
-        raise NeuralAvatarError(f"The LPIPS-style metric is {M.LPIPS_SOURCE}. Install stlpips-pytorch==0.0.2 "
-                                "(its VGG16 weights are read offline).")
+        raise NeuralAvatarError(f"The LPIPS metric is {M.LPIPS_SOURCE}. Install stlpips-pytorch==0.0.2 "
+                                "(its AlexNet weights are read offline).")
+    import importlib.util
+
+    if importlib.util.find_spec("flip_evaluator") is None:
+        raise NeuralAvatarError("The FLIP metric needs the flip-evaluator package: pip install flip-evaluator==1.7")
     device, warn = resolve_device(a.device)
     if warn:
         _log(f"warning: {warn}")
@@ -68,6 +81,12 @@ def main(argv=None) -> int:
         if own_tmp:
             shutil.rmtree(gt_dir, ignore_errors=True)
     result = ev["result"]
+    result["metrics"] = {
+        "lpips": M.LPIPS_SOURCE,
+        "flip": "NVIDIA FLIP (LDR, 67 pixels per degree), flip-evaluator " + _version("flip-evaluator"),
+        "haze": f"share of the frame outside the ground-truth silhouette dilated by {M.haze_radius((a.res, a.res))} px "
+                "(1 % of the side) where the predicted alpha exceeds 0.05",
+        "bbox_margin_px": margin}
     _write_json(a.json, result)
     from ..neural.evaluation import report
 
@@ -97,7 +116,7 @@ def main(argv=None) -> int:
             f"ground truth rendered with {a.engine}" + (f" ({samples} samples)" if a.engine == "CYCLES" else "") + ".",
             f"bbox = the ground-truth body mask's bounding box grown by {margin} px; full = the whole image. "
             "PSNR is capped at 100 dB.",
-            f"LPIPS-style distance: {M.LPIPS_SOURCE}.",
+            f"LPIPS: {M.LPIPS_SOURCE}. FLIP: {result['metrics']['flip']}. haze: {result['metrics']['haze']}.",
             "CLASSICAL: the body mesh rasterized with the subject's per-vertex colours (SMPLpix Table 1 "
             "'per-verts'), 2x2 supersampled, no lighting.",
             "flicker: per static-camera sequence D = mean over t of the mean |frame t - frame t-1|; the table "

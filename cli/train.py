@@ -39,7 +39,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                           val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
                           resume=args.resume, use_gan=False if args.no_gan else None,
                           perceptual=args.perceptual, body_dir=args.body_dir,
-                          avatar=json.loads(args.avatar_json) if args.avatar_json else {})
+                          avatar=json.loads(args.avatar_json) if args.avatar_json else {},
+                          patch=args.patch, precision=args.precision, init=args.init, w_haze=args.haze_weight,
+                          scale_range=list(args.scale_range) if args.scale_range else None,
+                          threads=args.threads, stage1_fraction=args.stage1_fraction,
+                          time_limit_s=args.time_limit,
+                          **({"val_frames": args.val_frames} if args.val_frames else {}))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:
         emit({"event": "error", "message": str(e)})
@@ -73,4 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perceptual", default="auto", choices=("auto", "vgg", "l1_msssim"))
     p.add_argument("--avatar-json", default=None, help="JSON object of AvatarConfig overrides")
     p.add_argument("--body-dir", default=None, help="folder with SMPL-family model files (non-default bodies)")
+    p.add_argument("--patch", type=int_in(16, 4096, "--patch"), default=None,
+                   help="train on PATCH x PATCH windows around the body at the capture's pixel scale "
+                        "(cost of a step follows the patch; the engine renders at the capture's scale)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="random rescale range (default 0.5 1.0 with --patch, ANR's 0.5 1.25 otherwise)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16 autocast of the networks and losses (pays on CPUs with native bf16 and on GPUs)")
+    p.add_argument("--init", default=None, help="start from this bundle's weights (same mode; coarse-to-fine)")
+    p.add_argument("--haze-weight", type=float, default=1.0,
+                   help="weight of the penalty on alpha outside the dilated ground-truth silhouette")
+    p.add_argument("--stage1-fraction", type=float, default=0.5,
+                   help="SMPLpix: share of the steps before the adversarial stage (eq. 7)")
+    p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--time-limit", type=float, default=0.0,
+                   help="finish normally (validation, bundle) after this many seconds; 0 = run all steps")
+    p.add_argument("--val-frames", type=int_in(1, 100000, "--val-frames"), default=None,
+                   help="validation frames per validation (default 8)")
     return p

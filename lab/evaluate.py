@@ -29,10 +29,12 @@ Protocol
   every mode that exist in ``data/avatars``).
 * **Metrics** (:mod:`..neural.metrics`), per frame then averaged over all frames:
   PSNR (infinite values capped at 100 dB), SSIM (pytorch-msssim, 11x11 Gaussian) and the
-  LPIPS-style distance (:data:`..neural.metrics.LPIPS_SOURCE` names the weights), each
+  LPIPS (ST-LPIPS AlexNet, a network the training loss does not use;
+  :data:`..neural.metrics.LPIPS_SOURCE` names the weights) and NVIDIA FLIP, each
   ``*_full`` on the whole image and ``*_mask`` inside the ground-truth body's bounding box
-  grown by ``round(res / 32)`` px (PSNR averages the error over the box, SSIM/LPIPS run on
-  the image cropped to it).
+  grown by ``round(res / 32)`` px (PSNR averages the error over the box, SSIM/LPIPS/FLIP run
+  on the image cropped to it); ``haze``: the share of the frame outside the ground-truth
+  silhouette dilated by 1 % of the frame side where the predicted alpha exceeds 0.05.
 * **Flicker.** For a static-camera sequence ``f_1..f_T`` the mean frame-to-frame change is
   ``D(f) = mean_t mean_pixels |f_t - f_{t-1}|`` over the whole image (RGB in [0, 1]); the
   JSON's ``flicker`` is ``mean_sequences |D(method) - D(ground truth)|``: 0 when a method
@@ -41,7 +43,8 @@ Protocol
   ground truth.
 
 Output: ``--json OUT`` ``{"frames": n, "methods": {name: {"psnr_mask", "psnr_full",
-"ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flicker"}}}`` (floats); ``--report
+"ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flip_mask", "flip_full", "haze",
+"flicker"}}}`` (floats); ``--report
 DIR``: table, image grid, plots, ``details.json`` and ``index.html`` (:mod:`..neural.report`).
 """
 from __future__ import annotations
@@ -62,7 +65,8 @@ from ..errors import BundleError, DatasetError, MotionFileError, NeuralAvatarErr
 from ..common.guards import float_in, int_in
 
 CLASSICAL = "CLASSICAL"
-METRIC_KEYS = ("psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flicker")
+METRIC_KEYS = ("psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flip_mask",
+               "flip_full", "haze", "flicker")
 PLAN_FILE = "eval_plan.json"
 PSNR_CAP = 100.0
 ELEV_RANGE = (-0.15, 0.45)
@@ -338,6 +342,7 @@ def evaluate_methods(gt: dict, methods: dict, sequence: np.ndarray, margin: int,
     grid_frames = list(grid_frames or [])
     names = list(methods)
     per = {k: {n: [] for n in names} for k in METRIC_KEYS if k != "flicker"}
+    radius = M.haze_radius(gt["size"])
     fl_raw = {n: [] for n in names}
     fl_gt = []
     curves = {}
@@ -353,18 +358,22 @@ def evaluate_methods(gt: dict, methods: dict, sequence: np.ndarray, margin: int,
             if i in grid_imgs:
                 grid_imgs[i]["GT"] = gt["rgb"][i].permute(1, 2, 0).numpy()
         for name, meth in methods.items():
-            outs = []
+            outs, alphas = [], []
             for b0 in range(s0, s1, batch):
                 b1 = min(b0 + batch, s1)
                 frame = FrameInputs(verts=gt["verts"][b0:b1], joints=gt["joints"][b0:b1], K=gt["K"][b0:b1],
                                     R=gt["R"][b0:b1], t=gt["t"][b0:b1], size=gt["size"],
                                     background=gt["background"])
-                outs.append(meth.render(frame, precision=precision)["rgb"].detach().float().cpu().clamp(0, 1))
+                r = meth.render(frame, precision=precision)
+                outs.append(r["rgb"].detach().float().cpu().clamp(0, 1))
+                alphas.append(r["mask"].detach().float().cpu())
             pred = torch.cat(outs)
+            per["haze"][name] += M.haze(torch.cat(alphas), gt["mask"][s0:s1], radius).tolist()
             for suffix, m in (("full", None), ("mask", box)):
                 per[f"psnr_{suffix}"][name] += M.psnr(pred, gt_seq, m).clamp(max=PSNR_CAP).tolist()
                 per[f"ssim_{suffix}"][name] += M.ssim(pred, gt_seq, m).tolist()
                 per[f"lpips_{suffix}"][name] += M.lpips_distance(pred, gt_seq, m).tolist()
+                per[f"flip_{suffix}"][name] += M.flip_distance(pred, gt_seq, m).tolist()
             fl_raw[name].append(float(M.temporal_flicker(pred)))
             if s0 == 0:
                 curves[name] = (pred[1:] - pred[:-1]).abs().flatten(1).mean(1).tolist()

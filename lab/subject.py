@@ -38,9 +38,12 @@ background colour in numpy and the mask is ``alpha > 0.5``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import bpy
 from ..common.deps import np
@@ -75,6 +78,96 @@ SUN_AZIMUTH_DEG = 35.0
 CYCLES_SAMPLES = 16
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
 SUBJECT_TAG = "neural_avatar_demo"  # custom property on every object the subject adds
+
+# ------------------------------------------------------------------------------ the subject zoo
+SHIRTS = ("stripes", "solid", "checks")
+BOTTOMS = ("skirt", "trousers")
+SKIRT_PATTERNS = ("checks", "stripes", "solid")
+HAIRS = ("cap", "short")
+#: sRGB skin tones the zoo draws from (light to dark)
+SKIN_TONES = ((0.95, 0.80, 0.69), (0.87, 0.68, 0.56), (0.78, 0.57, 0.44), (0.63, 0.45, 0.33),
+              (0.48, 0.33, 0.23), (0.33, 0.22, 0.16))
+HAIR_TONES = ((0.20, 0.11, 0.05), (0.06, 0.05, 0.05), (0.55, 0.40, 0.20), (0.80, 0.65, 0.38),
+              (0.45, 0.18, 0.08), (0.62, 0.62, 0.60))
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """What a subject looks like: colours, patterns, garments, hair and body shape.
+
+    :meth:`demo` is the shipped demo subject (the default avatars' person); :meth:`random` draws a
+    new person from a seed (issue "new people": the subject zoo). Pure data (numpy only), so the
+    zoo is testable without Blender and a capture's ``subjects.json`` records it."""
+
+    name: str = "subject"
+    seed: Optional[int] = None
+    palette: Tuple[Tuple[str, Tuple[float, float, float]], ...] = ()
+    shirt: str = "stripes"
+    stripe: float = 0.045
+    bottom: str = "skirt"
+    skirt_pattern: str = "checks"
+    skirt_checks: Tuple[int, int] = (16, 6)
+    hair: str = "cap"
+    betas: Tuple[float, ...] = ()
+
+    @classmethod
+    def demo(cls) -> "SubjectSpec":
+        return cls()
+
+    @classmethod
+    def random(cls, seed: int, name: Optional[str] = None) -> "SubjectSpec":
+        """A new person from ``seed``: skin and hair tones, shirt colours and pattern, skirt or
+        trousers (and the skirt's pattern), hair cap or short hair, and the first four shape
+        coefficients ~ N(0, 0.8²) clipped to ±2 (heights about ±20 cm, build, ...)."""
+        import colorsys
+
+        rng = np.random.default_rng([int(seed), 7151])
+
+        def hue_colour(s_lo, s_hi, v_lo, v_hi, hue=None):
+            h = float(rng.uniform()) if hue is None else hue % 1.0
+            return tuple(round(c, 4) for c in colorsys.hsv_to_rgb(h, float(rng.uniform(s_lo, s_hi)),
+                                                                   float(rng.uniform(v_lo, v_hi))))
+
+        h1 = float(rng.uniform())
+        pal = {
+            "skin": SKIN_TONES[int(rng.integers(len(SKIN_TONES)))],
+            "shirt_a": hue_colour(0.5, 0.9, 0.25, 0.6, h1),
+            "shirt_b": hue_colour(0.4, 0.9, 0.75, 0.98, h1 + float(rng.uniform(0.25, 0.75))),
+            "sleeve": hue_colour(0.5, 0.9, 0.4, 0.9),
+            "trousers": hue_colour(0.1, 0.6, 0.12, 0.45),
+            "belt": hue_colour(0.3, 0.8, 0.1, 0.35),
+            "shoe": hue_colour(0.2, 0.8, 0.1, 0.5),
+            "sole": (0.85, 0.85, 0.80),
+            "skirt_a": hue_colour(0.5, 0.9, 0.25, 0.65),
+            "skirt_b": hue_colour(0.05, 0.4, 0.8, 0.95),
+        }
+        hair = HAIR_TONES[int(rng.integers(len(HAIR_TONES)))]
+        pal["hair"] = hair
+        pal["hair_light"] = tuple(round(min(1.0, c * 1.6 + 0.05), 4) for c in hair)
+        betas = np.clip(rng.normal(0.0, 0.8, 4), -2.0, 2.0)
+        return cls(name=name or f"zoo{int(seed):04d}", seed=int(seed), palette=tuple(sorted(pal.items())),
+                   shirt=SHIRTS[int(rng.integers(len(SHIRTS)))], stripe=round(float(rng.uniform(0.03, 0.07)), 4),
+                   bottom=BOTTOMS[int(rng.integers(len(BOTTOMS)))],
+                   skirt_pattern=SKIRT_PATTERNS[int(rng.integers(len(SKIRT_PATTERNS)))],
+                   skirt_checks=(int(rng.integers(8, 20)), int(rng.integers(3, 8))),
+                   hair=HAIRS[int(rng.integers(len(HAIRS)))],
+                   betas=tuple(round(float(b), 4) for b in betas))
+
+    def colors(self) -> dict:
+        """The palette: the demo subject's, with this subject's colours over it."""
+        out = {k: np.asarray(v, np.float64) for k, v in PALETTE.items()}
+        out.update({k: np.asarray(v, np.float64) for k, v in self.palette})
+        return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["palette"] = {k: list(v) for k, v in self.palette}
+        d["skirt_checks"] = list(self.skirt_checks)
+        d["betas"] = list(self.betas)
+        return d
+
+
+DEMO = SubjectSpec.demo()
 
 _GROUPS = {
     "shirt": ("spine1", "spine2", "spine3", "left_collar", "right_collar"),
@@ -139,10 +232,10 @@ def _ellipse(p, cx, cy, rx, ry):
     return ((p[:, 0] - cx) / rx) ** 2 + ((p[:, 1] - cy) / ry) ** 2 <= 1.0
 
 
-def region_albedo(points: np.ndarray, weights: np.ndarray, lay: SubjectLayout):
-    """The demo subject's albedo (sRGB) and region index at rest-pose ``points (P,3)`` with
-    interpolated skinning ``weights (P,J)``. Returns ``(rgb (P,3) float64, region (P,) int)``
-    with region indices into :data:`REGIONS`."""
+def region_albedo(points: np.ndarray, weights: np.ndarray, lay: SubjectLayout, spec: SubjectSpec = DEMO):
+    """A subject's albedo (sRGB) and region index at rest-pose ``points (P,3)`` with
+    interpolated skinning ``weights (P,J)`` (``spec``: the subject; default the demo subject).
+    Returns ``(rgb (P,3) float64, region (P,) int)`` with region indices into :data:`REGIONS`."""
     p = np.asarray(points, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     P = len(p)
@@ -151,10 +244,16 @@ def region_albedo(points: np.ndarray, weights: np.ndarray, lay: SubjectLayout):
     which = np.argmax(np.stack([g[k] for k in keys], 1), 1)
     rgb = np.empty((P, 3))
     region = np.zeros(P, np.int64)
-    col = {k: np.asarray(v) for k, v in PALETTE.items()}
+    col = spec.colors()
 
-    sel = which == 0  # torso: horizontal stripes
-    band = np.floor((p[:, 1] - lay.pelvis[1]) / lay.stripe).astype(np.int64) % 2 == 0
+    sel = which == 0  # torso: horizontal stripes (the demo), a solid colour or checks
+    stripe = spec.stripe
+    band = np.floor((p[:, 1] - lay.pelvis[1]) / stripe).astype(np.int64) % 2 == 0
+    if spec.shirt == "solid":
+        band = np.ones(P, bool)
+    elif spec.shirt == "checks":
+        band = (np.floor((p[:, 1] - lay.pelvis[1]) / stripe) + np.floor((p[:, 0] - lay.pelvis[0]) / stripe)
+                ).astype(np.int64) % 2 == 0
     rgb[sel] = np.where(band[sel, None], col["shirt_a"], col["shirt_b"])
     region[sel] = 1
     sel = which == 1
@@ -229,7 +328,7 @@ def _dilate(img: np.ndarray, mask: np.ndarray, iters: int = 8) -> np.ndarray:
     return img
 
 
-def bake_body_texture(model, v_rest, lay: SubjectLayout, size: int = 1024) -> np.ndarray:
+def bake_body_texture(model, v_rest, lay: SubjectLayout, size: int = 1024, spec: SubjectSpec = DEMO) -> np.ndarray:
     """(size, size, 3) float32 sRGB albedo over the body's UV map, row 0 = top (v = 1)."""
     faces = np.asarray(model.faces, np.int64)
     face_id, bary = _uv_raster(np.asarray(model.vt, np.float64), np.asarray(model.ft, np.int64), size)
@@ -239,7 +338,7 @@ def bake_body_texture(model, v_rest, lay: SubjectLayout, size: int = 1024) -> np
     tri = faces[fid]  # (P,3)
     pts = np.einsum("pk,pkc->pc", b, v_rest[tri])
     w = np.einsum("pk,pkj->pj", b, np.asarray(model.weights, np.float64)[tri])
-    rgb, _ = region_albedo(pts, w, lay)
+    rgb, _ = region_albedo(pts, w, lay, spec)
     img = np.zeros((size, size, 3), np.float32)
     img[cov] = rgb
     return _dilate(img, cov)
@@ -385,17 +484,25 @@ def skirt_weights(verts: np.ndarray, t: np.ndarray, lay: SubjectLayout):
     return {"pelvis": 1.0 - k, "left_hip": k * s_left, "right_hip": k * (1.0 - s_left)}
 
 
-def _pattern_hair(u, v):
+def _pattern_hair(u, v, spec: SubjectSpec = DEMO):
     """Hair texture: streaks along the latitude lines (sRGB)."""
     s = 0.5 + 0.5 * np.sin(2 * np.pi * (u * 60.0 + 0.3 * np.sin(2 * np.pi * v * 3)))
-    lo, hi = np.asarray(PALETTE["hair"]), np.asarray(PALETTE["hair_light"])
+    col = spec.colors()
+    lo, hi = col["hair"], col["hair_light"]
     return lo + (hi - lo) * (s ** 3)[..., None]
 
 
-def _pattern_skirt(u, v):
-    """Skirt texture: an 16 x 6 check (sRGB)."""
-    chk = (np.floor(u * 16) + np.floor(v * 6)) % 2 == 0
-    return np.where(chk[..., None], np.asarray(PALETTE["skirt_a"]), np.asarray(PALETTE["skirt_b"]))
+def _pattern_skirt(u, v, spec: SubjectSpec = DEMO):
+    """Skirt texture (sRGB): the demo's 16 x 6 check, or the subject's check / vertical stripes / solid."""
+    cu, cv = spec.skirt_checks
+    if spec.skirt_pattern == "stripes":
+        chk = np.floor(u * cu) % 2 == 0
+    elif spec.skirt_pattern == "solid":
+        chk = np.ones(np.broadcast(u, v).shape, bool)
+    else:
+        chk = (np.floor(u * cu) + np.floor(v * cv)) % 2 == 0
+    col = spec.colors()
+    return np.where(chk[..., None], col["skirt_a"], col["skirt_b"])
 
 
 def _pattern_image(fn, size=256):
@@ -477,22 +584,31 @@ def setup_lighting(scene):
 
 
 # ------------------------------------------------------------------------------ subject
-def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=None) -> dict:
-    """Dress ``body_arm`` (default: a new default body) as the demo subject.
+def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=None,
+                       spec: SubjectSpec = DEMO) -> dict:
+    """Dress ``body_arm`` (default: a new default body) as the demo subject, or as the zoo
+    subject ``spec`` (its shape coefficients are set on a new body; an existing body keeps its own).
 
     Returns ``{"armature", "body", "hair", "garment", "image", "materials", "vertex_colors"
-    (V,3) float32 sRGB, "regions" (V,) int, "sun"}``. On failure the objects it added are
-    removed again.
+    (V,3) float32 sRGB, "regions" (V,) int, "sun", "spec"}`` (``hair`` / ``garment`` None when
+    the subject has short hair / trousers). On failure the objects it added are removed again.
     """
     added = []
+    hair = garment = None
     try:
         if body_arm is None:
             from .. import body as body_lib
 
             model = model or body_lib.load_default()
-            body_arm = rig.create_body(context, model, name="Subject")
+            body_arm = rig.create_body(context, model, name="Subject" if spec.seed is None else spec.name)
             added.append(body_arm)
             added.extend(body_arm.children)
+            if spec.betas:
+                n = min(len(spec.betas), len(body_arm.neural_avatar.betas))
+                vals = list(body_arm.neural_avatar.betas)
+                vals[:n] = [float(b) for b in spec.betas[:n]]
+                body_arm.neural_avatar.betas = vals  # the update callback reshapes mesh and bones
+                rig.apply_shape(context, body_arm)
         model = model or rig.model_for(body_arm)
         mesh_obj = rig.body_mesh(body_arm)
         if mesh_obj is None:
@@ -505,32 +621,34 @@ def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=N
         lay = SubjectLayout(v_rest, joints, W, model.joint_names)
 
         # ---- per-vertex colours (body albedo, overridden where garments cover the body)
-        vcol, regions = region_albedo(v_rest, W, lay)
+        vcol, regions = region_albedo(v_rest, W, lay, spec)
         hv, hf, huv, hc, hr = hair_cap_geometry(lay)
         sv, sf, suv, st, (scx, scz, rings) = skirt_geometry(v_rest, lay)
-        # coverage by the hair cap: inside the ellipsoid, above the cap's local lower edge
-        q = (v_rest - hc) / hr
-        inside_cap = (np.sum(q * q, 1) <= 1.0) & (q[:, 1] > -0.25) & (regions == 4)
-        phi = np.arctan2(q[:, 0], q[:, 2]) % (2 * np.pi)
-        th = np.arccos(np.clip(q[:, 1] / np.maximum(np.linalg.norm(q, axis=1), 1e-9), -1, 1))
-        vcol[inside_cap] = _pattern_hair(phi[inside_cap] / (2 * np.pi), 1.0 - th[inside_cap] / np.pi * 1.6)
-        # coverage by the skirt: between waist and hem, inside the ring ellipse at that height
-        ys = rings[:, 0]
-        y = v_rest[:, 1]
-        in_h = (y <= ys[0]) & (y >= ys[-1])
-        tt = np.clip((ys[0] - y) / max(ys[0] - ys[-1], 1e-9), 0, 1)
-        rx = np.interp(tt, np.linspace(0, 1, len(ys)), rings[:, 1])
-        rz = np.interp(tt, np.linspace(0, 1, len(ys)), rings[:, 2])
-        inside_skirt = in_h & (((v_rest[:, 0] - scx) / rx) ** 2 + ((v_rest[:, 2] - scz) / rz) ** 2 <= 1.0)
-        sphi = np.arctan2(v_rest[:, 0] - scx, v_rest[:, 2] - scz) % (2 * np.pi)
-        vcol[inside_skirt] = _pattern_skirt(sphi[inside_skirt] / (2 * np.pi), 1.0 - tt[inside_skirt])
+        if spec.hair == "cap":
+            # coverage by the hair cap: inside the ellipsoid, above the cap's local lower edge
+            q = (v_rest - hc) / hr
+            inside_cap = (np.sum(q * q, 1) <= 1.0) & (q[:, 1] > -0.25) & (regions == 4)
+            phi = np.arctan2(q[:, 0], q[:, 2]) % (2 * np.pi)
+            th = np.arccos(np.clip(q[:, 1] / np.maximum(np.linalg.norm(q, axis=1), 1e-9), -1, 1))
+            vcol[inside_cap] = _pattern_hair(phi[inside_cap] / (2 * np.pi), 1.0 - th[inside_cap] / np.pi * 1.6, spec)
+        if spec.bottom == "skirt":
+            # coverage by the skirt: between waist and hem, inside the ring ellipse at that height
+            ys = rings[:, 0]
+            y = v_rest[:, 1]
+            in_h = (y <= ys[0]) & (y >= ys[-1])
+            tt = np.clip((ys[0] - y) / max(ys[0] - ys[-1], 1e-9), 0, 1)
+            rx = np.interp(tt, np.linspace(0, 1, len(ys)), rings[:, 1])
+            rz = np.interp(tt, np.linspace(0, 1, len(ys)), rings[:, 2])
+            inside_skirt = in_h & (((v_rest[:, 0] - scx) / rx) ** 2 + ((v_rest[:, 2] - scz) / rz) ** 2 <= 1.0)
+            sphi = np.arctan2(v_rest[:, 0] - scx, v_rest[:, 2] - scz) % (2 * np.pi)
+            vcol[inside_skirt] = _pattern_skirt(sphi[inside_skirt] / (2 * np.pi), 1.0 - tt[inside_skirt], spec)
         vcol = np.clip(vcol, 0.0, 1.0).astype(np.float32)
         _set_color_attr(mesh_obj.data, vcol)
 
         # ---- body materials: one per region, sharing the baked albedo texture
         mats = {}
         has_uv = model.vt is not None and model.ft is not None and "UVMap" in mesh_obj.data.uv_layers
-        image = _new_image("NeuralAvatar_SubjectAlbedo", bake_body_texture(model, v_rest, lay, texture_size)) \
+        image = _new_image("NeuralAvatar_SubjectAlbedo", bake_body_texture(model, v_rest, lay, texture_size, spec)) \
             if has_uv else None
         rough = {"skin": 0.55, "shirt": 0.8, "trousers": 0.85, "shoes": 0.35, "hair": 0.5}
         mesh = mesh_obj.data
@@ -545,17 +663,19 @@ def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=N
         mesh.update()
 
         # ---- extra geometry
-        hair_img = _new_image("NeuralAvatar_HairAlbedo", _pattern_image(_pattern_hair))
-        skirt_img = _new_image("NeuralAvatar_SkirtAlbedo", _pattern_image(_pattern_skirt))
-        mats["hair_cap"] = _material("NeuralAvatar_HairCap", hair_img, 0.45)
-        mats["skirt"] = _material("NeuralAvatar_Skirt", skirt_img, 0.8, sheen=0.3)
-        hair = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_hair", hv, hf, huv,
-                                 {"head": 1.0}, mats["hair_cap"], _pattern_hair(huv[:, 0], huv[:, 1]))
-        added.append(hair)
-        garment = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_skirt", sv, sf, suv,
-                                    skirt_weights(sv, st, lay), mats["skirt"],
-                                    _pattern_skirt(suv[:, 0], suv[:, 1]))
-        added.append(garment)
+        if spec.hair == "cap":
+            hair_img = _new_image("NeuralAvatar_HairAlbedo", _pattern_image(lambda u, v: _pattern_hair(u, v, spec)))
+            mats["hair_cap"] = _material("NeuralAvatar_HairCap", hair_img, 0.45)
+            hair = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_hair", hv, hf, huv,
+                                     {"head": 1.0}, mats["hair_cap"], _pattern_hair(huv[:, 0], huv[:, 1], spec))
+            added.append(hair)
+        if spec.bottom == "skirt":
+            skirt_img = _new_image("NeuralAvatar_SkirtAlbedo", _pattern_image(lambda u, v: _pattern_skirt(u, v, spec)))
+            mats["skirt"] = _material("NeuralAvatar_Skirt", skirt_img, 0.8, sheen=0.3)
+            garment = _add_skinned_mesh(context, body_arm, mesh_obj, body_arm.name + "_skirt", sv, sf, suv,
+                                        skirt_weights(sv, st, lay), mats["skirt"],
+                                        _pattern_skirt(suv[:, 0], suv[:, 1], spec))
+            added.append(garment)
         body_arm[SUBJECT_TAG] = True
         sun = setup_lighting(context.scene)
         added.append(sun)
@@ -565,7 +685,7 @@ def build_demo_subject(context, body_arm=None, texture_size: int = 1024, model=N
                 bpy.data.objects.remove(o)
         raise
     return {"armature": body_arm, "body": mesh_obj, "hair": hair, "garment": garment, "image": image,
-            "materials": mats, "vertex_colors": vcol, "regions": regions, "sun": sun}
+            "materials": mats, "vertex_colors": vcol, "regions": regions, "sun": sun, "spec": spec}
 
 
 # ------------------------------------------------------------------------------ rendering

@@ -229,7 +229,9 @@ class Avatar(nn.Module):
 
     def forward(self, frame: FrameInputs) -> dict[str, Any]:
         frame = self.prepare(frame)
-        return self.run_network(self.make_input(frame), frame)
+        with fp32_inputs(frame.verts.device):  # the input renderer in fp32 even under autocast
+            inputs = self.make_input(frame)
+        return self.run_network(inputs, frame)
 
     def render(self, frame: FrameInputs, precision: str = "fp32") -> dict[str, Any]:
         """Inference: eval mode, ``torch.inference_mode()``, the network under autocast for
@@ -269,6 +271,11 @@ def _levels(width: int, depth: int, max_width: int = 1 << 30):
     return [min(width * 2 ** i, max_width) for i in range(depth + 1)]
 
 
+def fp32_inputs(device: torch.device):
+    """Autocast off (the input renderers' geometry, erfc and scatter maths stay float32)."""
+    return torch.autocast(device.type if device.type in ("cpu", "cuda", "mps") else "cpu", enabled=False)
+
+
 class VertexProjectionAvatar(Avatar):
     """SMPLpix: P_X = project(X, colours) (eq. 3-4), G(P_X) (eq. 5).
 
@@ -283,7 +290,7 @@ class VertexProjectionAvatar(Avatar):
 
     mode = VERTEX_PROJECTION
 
-    def __init__(self, config: AvatarConfig, vertex_colors: torch.Tensor | None = None):
+    def __init__(self, config: AvatarConfig, vertex_colors: torch.Tensor | None = None, faces=None):
         super().__init__(config)
         V = config.num_verts
         if V < 1:
@@ -294,6 +301,17 @@ class VertexProjectionAvatar(Avatar):
         if vertex_colors.shape != (V, 3):
             raise NeuralAvatarError(f"Vertex colours must be ({V}, 3), got {tuple(vertex_colors.shape)}.")
         self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
+        if config.unet.point_splat:
+            # footprint splats (project.footprint_radii) need the mesh's edges; the faces travel
+            # in the bundle like ANR's
+            if faces is None:
+                raise NeuralAvatarError("VERTEX_PROJECTION with point splats needs the body's faces.")
+            faces = (faces if torch.is_tensor(faces) else torch.from_numpy(np.array(faces, dtype=np.int64))).long()
+            if faces.dim() != 2 or faces.shape[1] != 3 or (faces.numel() and (faces.min() < 0 or faces.max() >= V)):
+                raise NeuralAvatarError("The body's faces do not index its vertices.")
+            self.register_buffer("faces", faces)
+            # the mesh's edges, derived from the faces on first use (not saved)
+            self.register_buffer("edges", torch.empty(0, 2, dtype=torch.long, device=faces.device), persistent=False)
         self.net = SMPLpixUNet(config.unet)
         if config.unet.out_ch != 3 + int(config.output_mask):
             raise NeuralAvatarError(
@@ -324,8 +342,15 @@ class VertexProjectionAvatar(Avatar):
         _check_frame(frame, self.config.num_verts, None)
         near, far = self.depth_range(frame.verts, frame.R, frame.t)
         colors = self.identity.vertex_colors.clamp(0.0, 1.0)
+        radii = None
+        if self.config.unet.point_splat:
+            from .inputs.project import footprint_radii, mesh_edges
+
+            if self.edges.numel() == 0:
+                self.edges = mesh_edges(self.faces)
+            radii = footprint_radii(frame.verts, self.edges, frame.K, frame.R, frame.t)
         img, hit = project_vertices(frame.verts, colors, frame.K, frame.R, frame.t, frame.size,
-                                    depth_range=(near, far), return_mask=True)
+                                    depth_range=(near, far), return_mask=True, splat_radii=radii)
         if img.shape[1] != self.input_channels:
             raise NeuralAvatarError(f"UNet expects {self.input_channels} input channels, projection gives {img.shape[1]}.")
         with torch.no_grad():  # metric depth for the Z pass: z = near + d (far - near), inf off the body
@@ -512,7 +537,7 @@ def build_avatar(config: AvatarConfig, body) -> Avatar:
     cfg = dataclasses.replace(config, **upd)
     cfg.validate()
     if cfg.mode == VERTEX_PROJECTION:
-        return VertexProjectionAvatar(cfg)
+        return VertexProjectionAvatar(cfg, faces=_attr(body, "faces") if cfg.unet.point_splat else None)
     if cfg.mode == NEURAL_TEXTURE:
         vt = _attr(body, "vt")
         ft = _attr(body, "ft")

@@ -222,7 +222,7 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
             return NeuralTextureAvatar(cfg, need("faces"), need("uv"), need("uv_faces"))
         if cfg.mode == GAUSSIAN_BONES:
             return GaussianBonesAvatar(cfg, need("parents"))
-        return VertexProjectionAvatar(cfg)
+        return VertexProjectionAvatar(cfg, faces=need("faces") if cfg.unet.point_splat else None)
 
     try:
         # Sizes in the JSON (vertex count, widths, depth, texture size) are checked before anything is

@@ -99,6 +99,7 @@ class UNetConfig(_ConfigBase):
     max_width: Annotated[int, "Upper bound on the channels of any level."] = 512
     norm: Annotated[str, "Normalisation after each conv: 'batch' (SMPLpix), 'instance' or 'none'."] = "batch"
     up: Annotated[str, "Resize mode of the up path before its conv: 'bilinear' (SMPLpix) or 'nearest'. Never transposed convs."] = "bilinear"
+    point_splat: Annotated[bool, "Densify the projected points: each vertex is a square splat sized to its pixel footprint (its longest incident edge seen from the camera), so the input stays dense at every scale. Off = one pixel per vertex (SMPLpix eq. 4; bundles made before splats)."] = False
 
     def validate(self) -> None:
         for name in ("in_ch", "out_ch", "width", "depth", "max_width"):
@@ -109,6 +110,7 @@ class UNetConfig(_ConfigBase):
             _check(getattr(self, name) <= MAX_CHANNELS, f"UNetConfig.{name} must be at most {MAX_CHANNELS}")
         _check(self.norm in NORMS, f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.up in UPSAMPLING, f"UNetConfig.up must be one of {UPSAMPLING}, got {self.up!r}")
+        _check(isinstance(self.point_splat, bool), "UNetConfig.point_splat must be true or false")
 
 
 @dataclass
@@ -206,6 +208,8 @@ class AvatarConfig:
         if sub not in kw:
             if mode == GAUSSIAN_BONES:
                 kw[sub] = StyleConfig(num_primitives=max(1, kw.get("num_joints", 24) - 1))
+            elif mode == VERTEX_PROJECTION:
+                kw[sub] = UNetConfig(point_splat=True)  # new avatars: dense input at every scale
             else:
                 kw[sub] = _SUB_TYPES[sub]()
         cfg = cls(mode=mode, **kw)

@@ -6,7 +6,15 @@ field notes ask: on the whole image (``mask=None``) and inside the body's boundi
 (``mask=bbox_mask(gt_mask, margin)``): PSNR averages the squared error over the box's
 pixels, SSIM and LPIPS are computed on the image cropped to the box.
 
-LPIPS here is "LPIPS-style": ``d(x, y) = sum_l mean_hw || w_l ⊙ (φ̂_l(x) - φ̂_l(y)) ||²``
+**Independent of the loss.** ``lpips_distance`` (the ``lpips_mask``/``lpips_full`` of ``eval``
+and the training validation) uses the ST-LPIPS *AlexNet* (:mod:`.alexnet`), while the training
+loss uses the VGG16 trunk below; ``lpips_distance(..., net="vgg")`` is the VGG variant (the
+metric of earlier releases, kept for comparison). :data:`LPIPS_SOURCE` names what is used.
+``flip_distance`` is NVIDIA FLIP (Andersson et al. 2020; ``flip-evaluator``, BSD-3, no
+weights), as ANR reports it; ``haze`` is the share of the frame outside the dilated
+ground-truth silhouette where the predicted alpha exceeds 0.05.
+
+The VGG variant is "LPIPS-style": ``d(x, y) = sum_l mean_hw || w_l ⊙ (φ̂_l(x) - φ̂_l(y)) ||²``
 (Zhang et al. 2018, eq. 1) with φ̂_l the channel-normalised VGG16 features of :mod:`.vgg` and
 w_l learned linear heads. The heads must match the trunk: with the torchvision ImageNet VGG16
 (torch hub cache) the heads are the ``lpips==0.1.4`` package's ``lpips/weights/v0.1/vgg.pth``
@@ -38,6 +46,10 @@ __all__ = [
     "masked_ssim",
     "masked_lpips",
     "temporal_flicker",
+    "flip_distance",
+    "haze",
+    "haze_radius",
+    "outside_silhouette",
     "evaluate",
     "LPIPS_SOURCE",
     "lpips_source",
@@ -168,9 +180,19 @@ def _describe_source() -> str:
             "(stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth)")
 
 
-#: Which trunk + linear heads :func:`lpips_distance` uses on this machine (decided from the
+#: Which trunk + linear heads the VGG variant (``net="vgg"``) uses on this machine.
+LPIPS_VGG_SOURCE: str = _describe_source()
+
+
+def _describe_alex() -> str:
+    from .alexnet import STAlexLPIPS, weights_path
+
+    return STAlexLPIPS.source if weights_path() else "unavailable: stlpips-pytorch==0.0.2 is not installed"
+
+
+#: What :func:`lpips_distance` (the default, AlexNet) uses on this machine (decided from the
 #: files present; nothing is loaded at import).
-LPIPS_SOURCE: str = _describe_source()
+LPIPS_SOURCE: str = _describe_alex()
 
 
 def lpips_source() -> str:
@@ -203,12 +225,21 @@ class LPIPSModel(nn.Module):
         return d
 
 
-_LPIPS: Dict[str, LPIPSModel] = {}
+_LPIPS: Dict[str, nn.Module] = {}
 _LOCK = threading.Lock()
 
 
-def _get_lpips(device: torch.device) -> LPIPSModel:
-    key = str(device)
+def _get_lpips(device: torch.device, net: str = "alex") -> nn.Module:
+    if net not in ("alex", "vgg"):
+        raise NeuralAvatarError(f"LPIPS trunk must be 'alex' or 'vgg', got {net!r}.")
+    key = f"{net}:{device}"
+    if net == "alex":
+        with _LOCK:
+            if key not in _LPIPS:
+                from .alexnet import load
+
+                _LPIPS[key] = load(device)
+            return _LPIPS[key]
     with _LOCK:
         if key in _LPIPS:
             return _LPIPS[key]
@@ -223,18 +254,19 @@ def _get_lpips(device: torch.device) -> LPIPSModel:
                                         "(pip install lpips==0.1.4 --no-deps)")
             sd = torch.load(p, map_location="cpu", weights_only=True)
             heads = [sd[f"lin{k}.model.1.weight"] for k in range(5)]
-        model = LPIPSModel(vgg, heads, LPIPS_SOURCE).to(device)
+        model = LPIPSModel(vgg, heads, LPIPS_VGG_SOURCE).to(device)
         _LPIPS[key] = model
         return model
 
 
 @torch.no_grad()
-def lpips_distance(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None
-                   ) -> torch.Tensor:
-    """LPIPS-style perceptual distance per image (B,), lower is better (0 for identical
-    images). Inputs RGB in [0,1]. With ``mask`` the images are cropped to its bounding box.
-    Raises :class:`NeuralAvatarError` when no VGG16 weights exist (see :data:`LPIPS_SOURCE`)."""
-    model = _get_lpips(pred.device)
+def lpips_distance(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                   net: str = "alex") -> torch.Tensor:
+    """LPIPS perceptual distance per image (B,), lower is better (0 for identical images).
+    Inputs RGB in [0,1]. With ``mask`` the images are cropped to its bounding box. ``net``:
+    ``"alex"`` (ST-LPIPS AlexNet, independent of the VGG training loss; the default) or
+    ``"vgg"``. Raises :class:`NeuralAvatarError` when the weights are missing."""
+    model = _get_lpips(pred.device, net)
     pred = pred.float().clamp(0, 1)
     target = target.float()
     if mask is None:
@@ -269,6 +301,60 @@ def temporal_flicker(frames: torch.Tensor, mask: Optional[torch.Tensor] = None) 
         m = m[1:] * m[:-1]
     w = m.expand_as(d)
     return (d * w).sum() / w.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------------------- FLIP and haze
+
+
+def flip_distance(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                  ppd: float = 67.0) -> torch.Tensor:
+    """Mean LDR-FLIP error per image (B,) in [0, 1], lower is better (NVIDIA FLIP, Andersson et
+    al. 2020, the metric ANR reports; ``flip-evaluator``'s default 67 pixels per degree). Inputs
+    sRGB in [0, 1]; with ``mask`` the images are cropped to its bounding box."""
+    try:
+        import flip_evaluator
+    except ImportError:
+        raise NeuralAvatarError("The FLIP metric needs the flip-evaluator package (pip install flip-evaluator==1.7).") from None
+    import numpy as np
+
+    p = pred.detach().float().clamp(0, 1).cpu()
+    t = target.detach().float().clamp(0, 1).cpu()
+    boxes = _boxes_from(mask) if mask is not None else [None] * p.shape[0]
+    vals = []
+    for b, box in enumerate(boxes):
+        pb, tb = p[b], t[b]
+        if box is not None:
+            r0, r1, c0, c1 = box
+            pb, tb = pb[:, r0:r1, c0:c1], tb[:, r0:r1, c0:c1]
+        ref = np.ascontiguousarray(tb.permute(1, 2, 0).numpy(), dtype=np.float32)
+        tst = np.ascontiguousarray(pb.permute(1, 2, 0).numpy(), dtype=np.float32)
+        _, mean, _ = flip_evaluator.evaluate(ref, tst, "LDR", applyMagma=False, parameters={"ppd": float(ppd)})
+        vals.append(float(mean))
+    return torch.tensor(vals)
+
+
+def haze_radius(size) -> int:
+    """Dilation radius (px) of the ground-truth silhouette for :func:`haze`: 1 % of the longer
+    side of the frame, at least 1 px (3 px at 256², 5 px at 512²)."""
+    return max(1, int(round(0.01 * max(int(s) for s in size))))
+
+
+def outside_silhouette(gt_mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B,1,H,W) float: 1 where the ground-truth mask dilated by ``radius`` px (square) is empty."""
+    m = gt_mask if gt_mask.dim() == 4 else gt_mask[:, None]
+    grown = F.max_pool2d((m.float() > 0.05).float(), 2 * radius + 1, stride=1, padding=radius)
+    return 1.0 - grown
+
+
+def haze(pred_alpha: torch.Tensor, gt_mask: torch.Tensor, radius: Optional[int] = None,
+         threshold: float = 0.05) -> torch.Tensor:
+    """Per image (B,): the fraction of the *frame* outside the dilated ground-truth silhouette
+    where the predicted alpha exceeds ``threshold`` (the veil / halo a network paints around the
+    body). ``radius`` defaults to :func:`haze_radius`."""
+    a = pred_alpha if pred_alpha.dim() == 4 else pred_alpha[:, None]
+    r = haze_radius(a.shape[-2:]) if radius is None else int(radius)
+    out = outside_silhouette(gt_mask.to(a.device), r)
+    return ((a.float() > threshold).float() * out).flatten(1).mean(1)
 
 
 def evaluate(pred: torch.Tensor, target: torch.Tensor, gt_mask: Optional[torch.Tensor] = None,

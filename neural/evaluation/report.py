@@ -33,7 +33,8 @@ __all__ = [
     "write_report",
 ]
 
-METRIC_KEYS = ("psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flicker")
+METRIC_KEYS = ("psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flip_mask",
+               "flip_full", "haze", "flicker")
 #: metric -> (column title, True when higher is better)
 METRIC_INFO = {
     "psnr_mask": ("PSNR bbox (dB)", True),
@@ -42,6 +43,9 @@ METRIC_INFO = {
     "ssim_full": ("SSIM full", True),
     "lpips_mask": ("LPIPS bbox", False),
     "lpips_full": ("LPIPS full", False),
+    "flip_mask": ("FLIP bbox", False),
+    "flip_full": ("FLIP full", False),
+    "haze": ("haze", False),
     "flicker": ("|flicker - GT|", False),
 }
 

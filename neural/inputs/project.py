@@ -12,7 +12,10 @@ import torch
 from ...errors import NeuralAvatarError
 from .camera import project_points
 
-__all__ = ["project_vertices", "depth_keys", "KEY_EMPTY"]
+__all__ = ["project_vertices", "depth_keys", "KEY_EMPTY", "mesh_edges", "footprint_radii", "MAX_SPLAT_RADIUS"]
+
+#: Largest per-vertex splat radius (a (2r+1)^2 square); beyond it a close-up is sparse again.
+MAX_SPLAT_RADIUS = 12
 
 #: Value of an empty slot in a packed (depth, index) key buffer.
 KEY_EMPTY = torch.iinfo(torch.int64).max
@@ -62,6 +65,7 @@ def project_vertices(
     depth_range: Sequence[Number] = (0.1, 10.0),
     splat_radius: int = 0,
     return_mask: bool = False,
+    splat_radii: torch.Tensor | None = None,
 ):
     """Project coloured vertices into an RGB-D image, SMPLpix eq. 3-4.
 
@@ -80,6 +84,9 @@ def project_vertices(
         splat_radius: ``r > 0`` writes a ``(2r+1)^2`` pixel square per vertex (for resolutions
             where vertices become sparser than pixels); every written pixel is depth-tested.
         return_mask: also return the coverage mask ``(B,1,H,W)`` (1 where a vertex landed).
+        splat_radii: optional ``(B,V)`` integer radii per vertex (:func:`footprint_radii`):
+            vertex ``v`` writes a ``(2 r_v + 1)^2`` square, depth-tested like ``splat_radius``
+            (which it replaces).
 
     Collisions (SMPLpix sec. 3.1: sort by depth, keep the first): the nearest vertex wins;
     exact depth ties go to the lower vertex index. Implemented as ``scatter_reduce(amin)`` on
@@ -121,7 +128,17 @@ def project_vertices(
         row = torch.floor(uv[..., 1])
         valid = (z > 0) & torch.isfinite(col) & torch.isfinite(row)
         # Keep only indices that can touch the image (with splats) before integer conversion.
-        r = splat_radius
+        if splat_radii is not None:
+            rv = torch.as_tensor(splat_radii, device=verts.device).long().clamp(0, MAX_SPLAT_RADIUS)
+            if rv.dim() == 1:
+                rv = rv.unsqueeze(0)
+            if rv.shape[-1] != V or rv.shape[0] not in (1, B):
+                raise NeuralAvatarError(f"Splat radii of shape {tuple(rv.shape)} do not match {V} vertices.")
+            rv = rv.expand(B, V)
+            r = int(rv.max()) if rv.numel() else 0
+        else:
+            rv = None
+            r = splat_radius
         valid &= (col >= -r) & (col < W + r) & (row >= -r) & (row < H + r)
         b_idx, v_idx = torch.nonzero(valid, as_tuple=True)
         cj = col[b_idx, v_idx].long()
@@ -129,16 +146,32 @@ def project_vertices(
         zk = z[b_idx, v_idx].float()
         keys = depth_keys(zk, v_idx)
         if r > 0:
-            d = torch.arange(-r, r + 1, device=verts.device)
-            dy, dx = torch.meshgrid(d, d, indexing="ij")
-            dy, dx = dy.reshape(1, -1), dx.reshape(1, -1)
-            ri = (ri[:, None] + dy).reshape(-1)
-            cj = (cj[:, None] + dx).reshape(-1)
-            n = dy.shape[1]
-            b_idx = b_idx.repeat_interleave(n)
-            keys = keys.repeat_interleave(n)
-            inside = (ri >= 0) & (ri < H) & (cj >= 0) & (cj < W)
-            ri, cj, b_idx, keys = ri[inside], cj[inside], b_idx[inside], keys[inside]
+            def square(rad, ri, cj, b_idx, keys):
+                d = torch.arange(-rad, rad + 1, device=verts.device)
+                dy, dx = torch.meshgrid(d, d, indexing="ij")
+                n = dy.numel()
+                ri = (ri[:, None] + dy.reshape(1, -1)).reshape(-1)
+                cj = (cj[:, None] + dx.reshape(1, -1)).reshape(-1)
+                b_idx, keys = b_idx.repeat_interleave(n), keys.repeat_interleave(n)
+                inside = (ri >= 0) & (ri < H) & (cj >= 0) & (cj < W)
+                if bool(inside.all()):  # the common case: the body inside its window
+                    return ri, cj, b_idx, keys
+                sel = torch.nonzero(inside).squeeze(1)
+                return ri[sel], cj[sel], b_idx[sel], keys[sel]
+
+            if rv is None:
+                ri, cj, b_idx, keys = square(r, ri, cj, b_idx, keys)
+            else:  # per-vertex squares, one pass per radius (cost: sum of the squares' areas)
+                own = rv[b_idx, v_idx]
+                order = torch.argsort(own, stable=True)
+                own, ri, cj, b_idx, keys = own[order], ri[order], cj[order], b_idx[order], keys[order]
+                counts = torch.bincount(own, minlength=r + 1).tolist()
+                parts, s0 = [], 0
+                for q, c in enumerate(counts):
+                    if c:
+                        parts.append(square(q, ri[s0:s0 + c], cj[s0:s0 + c], b_idx[s0:s0 + c], keys[s0:s0 + c]))
+                    s0 += c
+                ri, cj, b_idx, keys = (torch.cat([p[k] for p in parts]) for k in range(4))
         pix = (b_idx * H + ri) * W + cj
         buf = torch.full((B * H * W,), KEY_EMPTY, dtype=torch.int64, device=verts.device)
         buf.scatter_reduce_(0, pix, keys, reduce="amin", include_self=True)
@@ -161,3 +194,40 @@ def project_vertices(
         mask = hit.reshape(B, 1, H, W).to(out_dtype)
         return img, mask
     return img
+
+
+def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
+    """Unique undirected edges ``(E, 2)`` (int64, lower index first) of a triangle mesh ``(F, 3)``."""
+    f = torch.as_tensor(faces).long().reshape(-1, 3)
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
+    e = torch.sort(e, dim=1).values
+    return torch.unique(e, dim=0)
+
+
+def footprint_radii(verts: torch.Tensor, edges: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
+                    t: torch.Tensor, coverage: float = 0.6) -> torch.Tensor:
+    """Per-vertex splat radii ``(B, V)`` that keep projected points dense at any scale.
+
+    A vertex's pixel footprint is ``s_v = f * l_v / z_v``: its longest incident edge ``l_v`` (in
+    the posed mesh) at its camera depth ``z_v``, ``f`` the mean focal length in pixels. A square
+    of half-size ``r`` around each vertex fills the gaps of a triangle of side ``s`` when
+    ``r + 1/2 >= s / sqrt(3)`` (the centroid's distance to the corners), so
+    ``r_v = ceil(coverage * s_v - 1/2)`` with ``coverage = 0.6 > 1/sqrt(3)``; 0 where vertices are
+    already denser than pixels (the shipped avatars' scale), and at most ``MAX_SPLAT_RADIUS``.
+    """
+    with torch.no_grad():
+        X = verts.detach().float()
+        B, V, _ = X.shape
+        e = edges.to(X.device).long()
+        length = (X[:, e[:, 0]] - X[:, e[:, 1]]).norm(dim=-1)  # (B, E)
+        lv = torch.zeros(B, V, device=X.device)
+        idx = torch.cat([e[:, 0], e[:, 1]]).expand(B, -1)
+        lv.scatter_reduce_(1, idx, torch.cat([length, length], 1), reduce="amax", include_self=True)
+        R = R.float().expand(B, 3, 3)
+        t = t.float().expand(B, 3)
+        z = torch.einsum("bij,bvj->bvi", R, X)[..., 2] + t[:, None, 2]
+        Kb = K.float().expand(B, 3, 3)
+        f = 0.5 * (Kb[:, 0, 0] + Kb[:, 1, 1])
+        s = f[:, None] * lv / z.clamp_min(1e-4)
+        r = torch.ceil(coverage * s - 0.5).clamp(0, MAX_SPLAT_RADIUS)
+        return r.long()

@@ -238,6 +238,11 @@ class CaptureDataset(torch.utils.data.Dataset):
         device: where :meth:`batch` puts its tensors.
         augment: ANR augmentation: rescale by ``f ~ U[scale_range]`` then random crop/pad back
             to the output size, K adjusted (``scale_krt`` then ``crop_krt``).
+        patch: train at the scale the engine renders at without paying for whole frames: each
+            sample is a ``patch`` x ``patch`` window of the (rescaled, with ``augment``) frame whose
+            centre lies uniformly in the body's mask box, K shifted to the window (the network is
+            fully convolutional, so it learns the capture's pixel scale from patches). None =
+            whole frames.
         cache: keep decoded images and posed bodies in memory.
         seed: seed of the augmentation generators.
         forward_fn: ``forward(model, betas, poses, transl) -> (verts, joints)`` in the model
@@ -247,7 +252,7 @@ class CaptureDataset(torch.utils.data.Dataset):
     def __init__(self, root: str, split: str = "train", body_model=None,
                  res: Union[int, Tuple[int, int], None] = None, device: Union[str, torch.device] = "cpu",
                  augment: bool = False, scale_range: Tuple[float, float] = (0.5, 1.25),
-                 cache: bool = True, seed: int = 0, forward_fn=None):
+                 cache: bool = True, seed: int = 0, forward_fn=None, patch: Optional[int] = None):
         self.root = str(root)
         self._forward_fn = forward_fn
         meta = read_dataset_meta(self.root)
@@ -352,6 +357,11 @@ class CaptureDataset(torch.utils.data.Dataset):
         self.device = torch.device(device)
         self.augment = bool(augment)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        if patch is not None and (type(patch) is not int or not MIN_SIDE <= patch <= MAX_SIDE):  # noqa: E721
+            raise DatasetError(f"The training patch must be {MIN_SIDE}–{MAX_SIDE} pixels, got {patch!r}.")
+        self.patch = patch
+        #: size of the samples :meth:`batch` returns (the patch, or the whole frame)
+        self.sample_size = (patch, patch) if patch else self.size
         self.cache = cache
         self._img_cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
         self._body_cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
@@ -448,6 +458,40 @@ class CaptureDataset(torch.utils.data.Dataset):
         out_m[ys - y0:ye - y0, xs - x0:xe - x0] = m2[ys:ye, xs:xe]
         return out_rgb, out_m, crop_krt(K2, x0, y0)
 
+    def _patch(self, rgb: np.ndarray, m: np.ndarray, K: np.ndarray, rng: np.random.Generator):
+        """A ``patch``-sided window (see the class docstring) of the frame, rescaled first by
+        ``f ~ U[scale_range]`` when augmenting; outside the frame it is background."""
+        from ..inputs.camera import crop_krt, scale_krt
+
+        cv2 = _cv2()
+        P = self.patch
+        H, W = rgb.shape[:2]
+        if self.augment:
+            f = float(rng.uniform(*self.scale_range))
+            if abs(f - 1.0) > 1e-6:
+                h2, w2 = max(1, round(H * f)), max(1, round(W * f))
+                interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+                K = scale_krt(K, (w2 / W, h2 / H))
+                rgb = cv2.resize(rgb, (w2, h2), interpolation=interp)
+                m = cv2.resize(m, (w2, h2), interpolation=interp)
+                H, W = h2, w2
+        ys, xs = np.nonzero(m > 0.5)
+        if len(ys):
+            cy = float(rng.uniform(ys.min(), ys.max() + 1))
+            cx = float(rng.uniform(xs.min(), xs.max() + 1))
+        else:
+            cy, cx = float(rng.uniform(0, H)), float(rng.uniform(0, W))
+        y0, x0 = int(round(cy - P / 2)), int(round(cx - P / 2))
+        out_rgb = np.empty((P, P, 3), np.float32)
+        out_rgb[:] = np.asarray(self.background, np.float32)
+        out_m = np.zeros((P, P), np.float32)
+        ya, xa = max(0, y0), max(0, x0)
+        yb, xb = min(H, y0 + P), min(W, x0 + P)
+        if yb > ya and xb > xa:
+            out_rgb[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[ya:yb, xa:xb]
+            out_m[ya - y0:yb - y0, xa - x0:xb - x0] = m[ya:yb, xa:xb]
+        return out_rgb, out_m, crop_krt(K, x0, y0)
+
     def get(self, k: int, step: Optional[int] = None) -> dict:
         """Sample at split position ``k``. With augmentation the random rescale/crop is drawn
         from a generator keyed by ``(seed, step, k)`` (``step=None``: the dataset's own
@@ -456,8 +500,11 @@ class CaptureDataset(torch.utils.data.Dataset):
         i = self.indices[k]
         rgb, m = self.load_image(i)
         K, R, t = self.camera(i)
-        if self.augment:
+        if self.augment or self.patch:
             rng = self.rng if step is None else np.random.default_rng([self.seed, int(step), int(k)])
+        if self.patch:
+            rgb, m, K = self._patch(rgb, m, K, rng)
+        elif self.augment:
             rgb, m, K = self._augment(rgb, m, K, rng)
         v, j = self.posed_body(i)
         return {
@@ -483,7 +530,7 @@ class CaptureDataset(torch.utils.data.Dataset):
         st = lambda key: torch.stack([s[key] for s in samples]).to(dev)  # noqa: E731
         bg = torch.tensor(self.background, dtype=torch.float32, device=dev)
         frame = FrameInputs(verts=st("verts"), joints=st("joints"), K=st("K"), R=st("R"), t=st("t"),
-                            size=self.size, background=bg)
+                            size=self.sample_size, background=bg)
         tgt = FrameTargets(rgb=st("rgb"), mask=st("mask"),
                            index=torch.tensor([s["index"] for s in samples], device=dev),
                            identity=torch.tensor([s["identity"] for s in samples], device=dev))
@@ -739,3 +786,99 @@ def capsule_body(segments: int = 8, rings: int = 4, num_betas: int = 4):
             "kintree_table": kintree, "f": np.asarray(faces, np.int64), "vt": np.asarray(vt),
             "ft": np.asarray(ft, np.int64)}
     return validate(data, model_type="smpl", model_id="capsules-test-v1", source="capsule body")
+
+
+# ------------------------------------------------------------------------ multi-subject captures
+
+
+def merge_captures(parts: Sequence[str], out: str, names: Sequence[str], extra: Optional[dict] = None) -> dict:
+    """Merge single-subject captures (each a valid ``neural_avatar.capture/1`` folder of the same
+    body model, resolution and background) into one multi-identity capture in ``out``: frames
+    renumbered part after part, ``identities = names`` with ``body.npz["identity_index"]``,
+    ``vertex_colors.npy`` of shape ``(identities, V, 3)``, splits and motions united, camera ids
+    prefixed by the subject's name. Image files are hard-linked where the file system allows
+    (copied otherwise). Re-running it rewrites the merged files (the parts are the resumable
+    unit). Returns the merged ``dataset.json``."""
+    import shutil
+
+    from ...common.guards import load_npz, safe_name
+
+    if len(parts) != len(names) or not parts:
+        raise DatasetError("merge_captures needs one name per part (and at least one part).")
+    for n in names:
+        safe_name(n, "subject name", DatasetError)
+    if len(set(names)) != len(names):
+        raise DatasetError("Subject names must be distinct.")
+    metas = [read_dataset_meta(p) for p in parts]
+    m0 = metas[0]
+    for p, m in zip(parts, metas):
+        for key in ("body_model", "resolution", "background", "num_joints"):
+            if m.get(key) != m0.get(key):
+                raise DatasetError(f"Capture '{os.path.basename(p)}' has another {key} ({m.get(key)!r} vs {m0.get(key)!r}).")
+        if m.get("identities") and len(m["identities"]) > 1:
+            raise DatasetError(f"Capture '{os.path.basename(p)}' already holds several identities.")
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    os.makedirs(os.path.join(out, "masks"), exist_ok=True)
+    motions: List[str] = []
+    frames, cams, splits = [], [], {"train": [], "val": [], "test": []}
+    arrays: Dict[str, list] = {}
+    colors = []
+    offset = 0
+    for k, (p, m, name) in enumerate(zip(parts, metas, names)):
+        n = int(m["num_frames"])
+        with open(os.path.join(p, "cameras.json"), encoding="utf-8") as f:
+            cj = json.load(f)
+        for fr in cj["frames"]:
+            fr = dict(fr)
+            fr["index"] = int(fr["index"]) + offset
+            fr["camera_id"] = f"{name}/{fr['camera_id']}"
+            cams.append(fr)
+        body = load_npz(os.path.join(p, "body.npz"), "body.npz", DatasetError)
+        remap = []
+        for mname in m.get("motions", []):
+            if mname not in motions:
+                motions.append(mname)
+            remap.append(motions.index(mname))
+        for key in ("poses", "betas", "transl", "object_matrix", "frame_in_motion"):
+            arrays.setdefault(key, []).append(np.asarray(body[key]))
+        mi = np.asarray(body["motion_index"]) if "motion_index" in body else np.zeros(n, np.int64)
+        arrays.setdefault("motion_index", []).append(np.asarray(remap, np.int64)[mi] if remap else mi)
+        arrays.setdefault("identity_index", []).append(np.full(n, k, np.int64))
+        from ...common.guards import load_npy
+
+        vc = load_npy(os.path.join(p, "vertex_colors.npy"), "vertex_colors.npy", DatasetError)
+        colors.append(vc.reshape(-1, vc.shape[-1]) if vc.ndim == 3 else vc)
+        for s, idx in m["splits"].items():
+            splits.setdefault(s, []).extend(int(i) + offset for i in idx)
+        for sub in ("images", "masks"):
+            for i in range(n):
+                src = os.path.join(p, sub, f"{i:06d}.png")
+                dst = os.path.join(out, sub, f"{i + offset:06d}.png")
+                if os.path.lexists(dst):
+                    os.remove(dst)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+        frames.append(n)
+        offset += n
+    N = offset
+    for sub in ("images", "masks"):  # frames of an earlier, larger merge
+        for f in os.listdir(os.path.join(out, sub)):
+            stem = f[:-4]
+            if f.endswith(".png") and stem.isdigit() and int(stem) >= N:
+                os.remove(os.path.join(out, sub, f))
+    cat = {k: np.concatenate(v, 0) for k, v in arrays.items()}
+    np.savez(os.path.join(out, "body.npz"), **cat)
+    np.save(os.path.join(out, "vertex_colors.npy"), np.stack(colors).astype(np.float32))
+    with open(os.path.join(out, "cameras.json"), "w", encoding="utf-8") as f:
+        json.dump({"frames": cams}, f)
+    meta = {k: v for k, v in m0.items() if k not in ("splits", "num_frames", "motions", "cameras", "identities",
+                                                      "capture")}
+    meta.update({"num_frames": N, "splits": splits, "motions": motions,
+                 "cameras": sorted({c["camera_id"] for c in cams}), "identities": list(names),
+                 "subjects": {"frames": frames, **(extra or {})}})
+    with open(os.path.join(out, "dataset.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    read_dataset_meta(out)  # the merged folder passes the reader's checks
+    return meta

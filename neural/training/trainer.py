@@ -139,7 +139,25 @@ class TrainConfig:
     keyframe_fraction: float = 0.1
     """ANR: share of training frames used as texture keyframes (< 10 % in the paper)."""
     augment: Optional[bool] = None
-    """Random rescale [0.5,1.25] + crop; None = mode default (ANR yes, others no)."""
+    """Random rescale + crop; None = mode default (ANR yes; every mode when training on patches)."""
+    scale_range: Optional[List[float]] = None
+    """Range of the random rescale; None = ANR's [0.5, 1.25] on whole frames, [0.5, 1.0] on patches
+    (the engine renders a body from half to the full capture scale)."""
+    patch: Optional[int] = None
+    """Train on ``patch`` x ``patch`` windows of the frames around the body, at the capture's pixel
+    scale (``CaptureDataset(patch=...)``): the cost of a step follows the patch, the scale the
+    avatar learns follows the capture. None = whole frames at ``res``."""
+    w_haze: float = 1.0
+    """Weight of the haze penalty: mean predicted alpha outside the dilated ground-truth silhouette
+    (the VERTEX_PROJECTION veil / NEURAL_TEXTURE halo at their source; the ``haze`` metric)."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16' (CPU/CUDA autocast of the networks and losses; the optimiser state stays fp32)."""
+    time_limit_s: float = 0.0
+    """End the run normally (validation, bundle) once this many seconds have passed; 0 = no limit.
+    Recipes with a wall-clock budget (the GPU recipe's 10 minutes) use it."""
+    init: Optional[str] = None
+    """A bundle (.json or .safetensors) of the same mode whose weights start the run (coarse-to-fine:
+    a low-resolution avatar refined at the capture's scale). Tensors whose shapes differ are skipped."""
     perceptual: str = "auto"
     """'auto' (VGG16 if weights exist, else L1+MS-SSIM), 'vgg' (require VGG16) or 'l1_msssim'."""
     seed: int = 0
@@ -176,6 +194,13 @@ class TrainConfig:
             raise NeuralAvatarError(f"gan_loss must be lsgan or hinge, got {self.gan_loss!r}.")
         if not 0.0 < self.stage1_fraction <= 1.0:
             raise NeuralAvatarError("stage1_fraction must be in (0, 1].")
+        if self.precision not in ("fp32", "bf16"):
+            raise NeuralAvatarError(f"precision must be fp32 or bf16, got {self.precision!r}.")
+        if self.patch is not None and not 16 <= int(self.patch) <= 4096:
+            raise NeuralAvatarError(f"The training patch must be 16–4096 pixels, got {self.patch}.")
+        if self.scale_range is not None and not (len(self.scale_range) == 2 and
+                                                 0.05 <= float(self.scale_range[0]) <= float(self.scale_range[1]) <= 4.0):
+            raise NeuralAvatarError(f"scale_range must be two numbers 0.05 ≤ lo ≤ hi ≤ 4, got {self.scale_range}.")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -379,16 +404,20 @@ class _TrainForward(nn.Module):
             return av(frame)
         import inspect
 
+        from ..avatar import _check_frame, fp32_inputs
+
         frame = av.prepare(frame)
         if "uv_jitter" in inspect.signature(av.make_input).parameters:  # avatar supports it itself
-            return av.run_network(av.make_input(frame, uv_jitter=self.jitter), frame)
-        from ..avatar import _check_frame
+            with fp32_inputs(frame.verts.device):
+                inputs = av.make_input(frame, uv_jitter=self.jitter)
+            return av.run_network(inputs, frame)
         from ..inputs.raster import rasterize, sample_texture
 
         _check_frame(frame, av.config.num_verts, None)
         use_n = av.config.anr.use_normals
-        ras = rasterize(frame.verts, av.faces, frame.K, frame.R, frame.t, frame.size,
-                        uv=av.uv, uv_faces=av.uv_faces, compute_normals=use_n)
+        with fp32_inputs(frame.verts.device):
+            ras = rasterize(frame.verts, av.faces, frame.K, frame.R, frame.t, frame.size,
+                            uv=av.uv, uv_faces=av.uv_faces, compute_normals=use_n)
         fg = ras.mask[:, 0, ..., None] > 0.5
         noise = (torch.rand_like(ras.uv) * 2.0 - 1.0) * (0.5 * self.jitter)
         uv = torch.where(fg, (ras.uv + noise).clamp(0.0, 1.0), ras.uv)
@@ -419,6 +448,9 @@ class _Trainer:
         for _ in range(1, num_identities):
             # ANR: the same initialisation for every identity
             self.banks.append({n: nn.Parameter(own[n].detach().clone()) for n in self.ident_names})
+        #: per-identity tensors that are data, not learnt (SMPLpix: each subject's baked vertex
+        #: colours); swapped in like the banks. Set by train() from the dataset.
+        self.fixed: List[Dict[str, torch.Tensor]] = [{} for _ in range(num_identities)]
         if cfg.perceptual == "l1_msssim":
             self.perc = _fallback_perceptual()
         else:
@@ -431,6 +463,7 @@ class _Trainer:
             self.disc = MultiScalePatchDiscriminator(in_ch, cfg.disc_width).to(device)
         self.stage1_steps = max(1, int(round(cfg.steps * cfg.stage1_fraction))) if self.mode == VERTEX_PROJECTION else 0
         self.stage = 1
+        self.haze_radius = 1
         self._build_optimizers(stage=1)
 
     # -- optimisers -----------------------------------------------------------
@@ -483,7 +516,14 @@ class _Trainer:
         if identity == 0:
             return self.fwd(frame)
         params = {"avatar." + n: p for n, p in self.banks[identity].items()}
+        params.update({"avatar." + n: t for n, t in self.fixed[identity].items()})
         return torch.func.functional_call(self.fwd, params, (frame,), strict=False)
+
+    def identity_tensors(self, identity: int) -> Dict[str, torch.Tensor]:
+        """Every per-identity tensor of ``identity`` (learnt and fixed), for its bundle."""
+        out = {n: p for n, p in self.banks[identity].items()}
+        out.update(self.fixed[identity])
+        return out
 
     def texture_of(self, identity: int) -> Optional[torch.Tensor]:
         if self.mode != NEURAL_TEXTURE:
@@ -495,7 +535,20 @@ class _Trainer:
                   if n.startswith("identity.texture.")}
         return torch.func.functional_call(tex, params, ())
 
+    def autocast(self):
+        """bf16 autocast of the forward pass and losses (TrainConfig.precision); a no-op in fp32."""
+        import contextlib
+
+        if self.cfg.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def step(self, frame, tgt, identity: int, update_identity: bool) -> Dict[str, float]:
+        with self.autocast():
+            comps, d_loss = self._losses(frame, tgt, identity, update_identity)
+        return self._apply(comps, d_loss, identity, update_identity)
+
+    def _losses(self, frame, tgt, identity: int, update_identity: bool):
         cfg = self.cfg
         self.avatar.train()
         self.fwd.train()
@@ -504,6 +557,13 @@ class _Trainer:
         comps: Dict[str, torch.Tensor] = {}
         if out.get("mask_logit") is not None:
             comps["mask"] = cfg.w_mask * F.binary_cross_entropy_with_logits(out["mask_logit"], tgt.mask)
+            if cfg.w_haze > 0:
+                # haze penalty: predicted alpha where the dilated ground-truth silhouette is empty
+                # (the `haze` metric's region, neural/evaluation/metrics.haze)
+                from ..evaluation.metrics import outside_silhouette
+
+                outside = outside_silhouette(tgt.mask, radius=self.haze_radius)
+                comps["haze"] = cfg.w_haze * (out["mask"].float() * outside).sum() / outside.sum().clamp_min(1.0)
         if self.mode == VERTEX_PROJECTION:
             comps["vgg"] = self.perc(rgb, gt)  # eq. 6 (includes the 1/32-weighted image L1)
         elif self.mode == NEURAL_TEXTURE:
@@ -537,7 +597,10 @@ class _Trainer:
             comps["adv"] = cfg.gan_weight * gan_g_loss(fake_outs, cfg.gan_loss)
             comps["fm"] = feature_matching_loss(real_outs, fake_outs, weight=cfg.fm_weight)
             d_loss = gan_d_loss(real_outs, self.disc(fake.detach()), cfg.gan_loss)
-        loss = sum(comps.values())
+        return comps, d_loss
+
+    def _apply(self, comps, d_loss, identity: int, update_identity: bool) -> Dict[str, float]:
+        loss = sum(c.float() for c in comps.values())
         for o in self.opts.values():
             o.zero_grad(set_to_none=True)
         if d_loss is not None:
@@ -671,9 +734,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     from .dataset import read_dataset_meta
 
     body = body_model if body_model is not None else _load_body(read_dataset_meta(cfg.data), cfg.body_dir)
-    augment = cfg.augment if cfg.augment is not None else cfg.mode == NEURAL_TEXTURE
+    augment = cfg.augment if cfg.augment is not None else (cfg.mode == NEURAL_TEXTURE or cfg.patch is not None)
+    scale_range = tuple(cfg.scale_range) if cfg.scale_range else ((0.5, 1.0) if cfg.patch else (0.5, 1.25))
     ds = CaptureDataset(cfg.data, "train", body, res=cfg.res, device=device, augment=augment, seed=cfg.seed,
-                        forward_fn=forward_fn)
+                        forward_fn=forward_fn, patch=cfg.patch, scale_range=scale_range)
     val_idx = ds.meta["splits"].get("val") or []
     ds_val = (CaptureDataset(cfg.data, "val", body, res=cfg.res, device=device, forward_fn=forward_fn)
               if val_idx else None)
@@ -682,8 +746,12 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                                 num_joints=int(ds.params["poses"].shape[1])).to_dict()
     acfg = AvatarConfig.from_dict(_merge(base, cfg.avatar or {}))
     avatar = build_avatar(acfg, body).to(device)
+    init_info = None
+    if cfg.init:
+        init_info = _warm_start(avatar, cfg.init, cfg.mode)
     if cfg.mode == VERTEX_PROJECTION:
-        # SMPLpix: the projected colours are data (the capture's baked albedo), not learnt
+        # SMPLpix: the projected colours are data (the capture's baked albedo), not learnt;
+        # every identity gets its own (set on the trainer below)
         vc = avatar.identity.vertex_colors
         vc.data.copy_(ds.vertex_colors.to(device))
         vc.requires_grad_(False)
@@ -691,6 +759,15 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
         avatar = nn.SyncBatchNorm.convert_sync_batchnorm(avatar)
     dd.broadcast_(avatar)
     trainer = _Trainer(cfg, avatar, ds.num_identities, device, dd)
+    if cfg.mode == VERTEX_PROJECTION and ds.num_identities > 1:
+        if ds.vertex_colors_all.shape[0] != ds.num_identities:
+            raise NeuralAvatarError(f"A {ds.num_identities}-identity capture needs one vertex-colour set per identity "
+                                    f"(vertex_colors.npy holds {ds.vertex_colors_all.shape[0]}).")
+        for k in range(ds.num_identities):
+            trainer.fixed[k] = {"identity.vertex_colors": ds.vertex_colors_all[k].to(device)}
+    from ..evaluation.metrics import haze_radius
+
+    trainer.haze_radius = haze_radius(ds.size)
     if trainer.disc is not None:
         dd.broadcast_(trainer.disc)
 
@@ -734,6 +811,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     log_f = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
     t0 = time.time()
     status = "finished"
+    time_limited = False
     step = start_step
 
     def emit(ev: dict) -> None:
@@ -766,6 +844,9 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
         while step < cfg.steps:
             if should_stop is not None and should_stop():
                 status = "cancelled"
+                break
+            if cfg.time_limit_s > 0 and time.time() - t0 >= cfg.time_limit_s:
+                time_limited = True
                 break
             if trainer.maybe_advance_stage(step):
                 emit({"event": "stage", "step": step, "stage": trainer.stage})
@@ -829,6 +910,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 info = {"training": {
                     "mode": cfg.mode, "steps": step, "dataset": os.path.basename(os.path.abspath(cfg.data)),
                     "resolution": list(ds.size), "batch": cfg.batch, "seed": cfg.seed,
+                    "patch": cfg.patch, "scale_range": list(scale_range) if augment else None,
+                    "precision": cfg.precision, "haze_weight": cfg.w_haze, "init": init_info,
+                    "machine": _machine(device), "wall_s": round(time.time() - t0, 1),
+                    "steps_planned": cfg.steps, "time_limited": time_limited,
                     "loss": trainer.perc.description, "gan": trainer.disc is not None,
                     "final_loss": history[-1][1] if history else None,
                     "validation": {k: v for k, v in last_val.items() if math.isfinite(v)},
@@ -839,11 +924,12 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 for k in range(1, ds.num_identities):
                     with torch.no_grad():
                         own = dict(trainer.avatar.named_parameters())
-                        saved = {n: own[n].detach().clone() for n in trainer.ident_names}
-                        for n in trainer.ident_names:
-                            own[n].data.copy_(trainer.banks[k][n].data)
+                        theirs = trainer.identity_tensors(k)
+                        saved = {n: own[n].detach().clone() for n in theirs}
+                        for n, t in theirs.items():
+                            own[n].data.copy_(t.data)
                         save_bundle(trainer.avatar, out / f"avatar_{ds.identities[k]}", info)
-                        for n in trainer.ident_names:
+                        for n in theirs:
                             own[n].data.copy_(saved[n])
             emit({"event": "done" if status == "finished" else "cancelled", "step": step,
                   "bundle": bundle, **({"val": last_val} if last_val else {})})
@@ -855,6 +941,44 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     return {"status": status, "step": step, "out": str(out), "bundle": bundle if is_main else None,
             "val": last_val, "best_psnr": best, "loss_description": trainer.perc.description,
             "keyframes": keyframes}
+
+
+def _machine(device: torch.device) -> Dict[str, Any]:
+    """Where a bundle was trained (its JSON says so): device, CPU / GPU name, threads, torch."""
+    import platform
+
+    info: Dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                            "platform": platform.platform(terse=True), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def _warm_start(avatar, path: str, mode: str) -> Dict[str, Any]:
+    """Copy a bundle's weights into ``avatar`` where names and shapes agree (coarse-to-fine)."""
+    from ..bundle import load_bundle
+
+    src = load_bundle(path, expected_mode=mode)
+    own = avatar.state_dict()
+    copied, skipped = [], []
+    with torch.no_grad():
+        for k, v in src.state_dict().items():
+            if k in own and own[k].shape == v.shape and own[k].dtype == v.dtype:
+                own[k].copy_(v.to(own[k].device))
+                copied.append(k)
+            else:
+                skipped.append(k)
+    if not copied:
+        raise NeuralAvatarError(f"The bundle {os.path.basename(path)} shares no weights with this avatar.")
+    return {"bundle": os.path.basename(path), "tensors_copied": len(copied), "tensors_skipped": skipped[:20]}
 
 
 class _SubsetView:

@@ -238,3 +238,39 @@ def test_cli_prints_json_progress(clean_bpy, tmp_path, capsys):
     meta = read_dataset_meta(out)
     assert meta["motions"] == [os.path.splitext(os.path.basename(p))[0] for p in _motions(2)]
     assert meta["splits"] == {"train": [0], "val": [], "test": [1]}
+
+
+def test_zoo_capture_merges_subjects_into_one_multi_identity_capture(clean_bpy, tmp_path, capsys):
+    """``capture --subjects 2``: two random zoo subjects, each a resumable capture of its own,
+    merged into one capture with identities, per-identity vertex colours and renumbered frames
+    that the training reader accepts."""
+    default_model()
+    import neural_avatar
+    from neural_avatar.lab import subject
+    from neural_avatar.neural.training.dataset import CaptureDataset, read_dataset_meta
+
+    out = str(tmp_path / "zoo")
+    try:
+        from neural_avatar.cli.capture import main as capture_main
+
+        args = ["--out", out, "--frames", "3", "--res", "16", "--engine", "WORKBENCH", "--seed", "1",
+                "--texture-size", "64", "--motions", *_motions(2), "--subjects", "2", "--subject-seed", "500"]
+        assert capture_main(args) == 0
+        capsys.readouterr()
+        assert capture_main(args) == 0  # resumed: nothing rendered again, the merge is rewritten
+    finally:
+        if hasattr(clean_bpy.types.Scene, "neural_avatar"):
+            neural_avatar.unregister()
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert not [x for x in lines if x.get("rendered") is True]
+    names = [subject.SubjectSpec.random(500).name, subject.SubjectSpec.random(501).name]
+    meta = read_dataset_meta(out)
+    assert meta["identities"] == names and meta["num_frames"] == 6
+    assert meta["subjects"]["specs"][names[1]]["seed"] == 501
+    assert sorted(sum(meta["splits"].values(), [])) == list(range(6))
+    ds = CaptureDataset(out, "all", default_model())
+    assert ds.num_identities == 2 and list(ds.identity_index) == [0, 0, 0, 1, 1, 1]
+    assert not np.allclose(ds.vertex_colors_all[0].numpy(), ds.vertex_colors_all[1].numpy())
+    # frame 3 is the second subject's frame 0, image and camera alike
+    a = (tmp_path / "zoo" / "images" / "000003.png").read_bytes()
+    assert a == (tmp_path / "zoo" / "subjects" / names[1] / "images" / "000000.png").read_bytes()

@@ -172,3 +172,31 @@ def test_render_setup_errors(addon):
     else:
         with pytest.raises(NeuralAvatarError, match="EEVEE cannot render here"):
             subject.setup_ground_truth_render(sc, 32, "EEVEE")
+
+
+def test_zoo_specs_are_seeded_and_varied():
+    from neural_avatar.lab import subject
+
+    a, b = subject.SubjectSpec.random(3), subject.SubjectSpec.random(3)
+    assert a == b and a.name == "zoo0003" and a.seed == 3
+    specs = [subject.SubjectSpec.random(s) for s in range(40)]
+    assert len({s.colors()["shirt_a"].tobytes() for s in specs}) == 40
+    for field, values in (("shirt", subject.SHIRTS), ("bottom", subject.BOTTOMS), ("hair", subject.HAIRS)):
+        assert {getattr(s, field) for s in specs} == set(values)
+    assert all(len(s.betas) == 4 and max(abs(x) for x in s.betas) <= 2 for s in specs)
+    assert subject.SubjectSpec.demo().colors()["skirt_a"].tolist() == list(subject.PALETTE["skirt_a"])
+
+
+def test_zoo_subject_dresses_the_body_by_its_spec(addon):
+    from neural_avatar.lab import subject
+
+    default_model()
+    spec = next(subject.SubjectSpec.random(s) for s in range(100)
+                if subject.SubjectSpec.random(s).bottom == "trousers" and subject.SubjectSpec.random(s).hair == "short")
+    out = subject.build_demo_subject(addon.context, texture_size=64, spec=spec)
+    assert out["garment"] is None and out["hair"] is None and out["spec"] is spec
+    arm = out["armature"]
+    assert list(arm.neural_avatar.betas)[:4] == pytest.approx(list(spec.betas))
+    demo = subject.build_demo_subject(addon.context, texture_size=64)
+    assert demo["garment"] is not None and demo["hair"] is not None
+    assert not np.allclose(out["vertex_colors"], demo["vertex_colors"])

@@ -1,6 +1,7 @@
 """PSNR / SSIM / LPIPS-style / bounding-box masks / temporal flicker."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -62,17 +63,80 @@ def test_temporal_flicker():
 
 
 @pytest.mark.skipif(not find_vgg16_weights(), reason="no VGG16 weights on this machine")
-def test_lpips_properties_and_source():
-    assert "VGG" in M.LPIPS_SOURCE and not M.LPIPS_SOURCE.startswith("unavailable")
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_properties_and_source(net):
+    assert "AlexNet" in M.LPIPS_SOURCE and "VGG" in M.LPIPS_VGG_SOURCE
     x = torch.rand(2, 3, 48, 48)
-    assert M.lpips_distance(x, x) == pytest.approx(torch.zeros(2), abs=1e-6)
+    assert M.lpips_distance(x, x, net=net) == pytest.approx(torch.zeros(2), abs=1e-6)
     near = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
     far = torch.rand(2, 3, 48, 48)
-    d_near, d_far = M.lpips_distance(near, x), M.lpips_distance(far, x)
+    d_near, d_far = M.lpips_distance(near, x, net=net), M.lpips_distance(far, x, net=net)
     assert (d_near > 0).all() and (d_near < d_far).all()
     box = torch.zeros(2, 1, 48, 48)
     box[:, :, 10:40, 12:30] = 1
-    assert M.lpips_distance(far, x, box.bool()).shape == (2,)
+    assert M.lpips_distance(far, x, box.bool(), net=net).shape == (2,)
+
+
+def test_alexnet_lpips_equals_the_reference_implementation(monkeypatch):
+    """Our plain-torch ST-LPIPS AlexNet gives stlpips-pytorch's own numbers. Its package imports
+    torchvision, torchsummary and IPython, which are absent here; the AlexNet path uses none of
+    them, so stand-ins let the reference run."""
+    import types
+
+    from neural_avatar.neural.evaluation.alexnet import load, weights_path
+
+    if weights_path() is None:
+        pytest.skip("stlpips-pytorch is not installed")
+    tv = types.ModuleType("torchvision")
+    tv.models = None
+    for name, mod in (("torchvision", tv), ("torchsummary", types.ModuleType("torchsummary")),
+                      ("IPython", types.ModuleType("IPython"))):
+        monkeypatch.setitem(sys.modules, name, mod)
+    sys.modules["torchsummary"].summary = lambda *a, **k: None
+    sys.modules["IPython"].embed = lambda *a, **k: None
+    for k in [k for k in sys.modules if k.startswith("stlpips_pytorch")]:
+        monkeypatch.delitem(sys.modules, k)
+    from stlpips_pytorch import stlpips
+
+    ref = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 96, 80)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    with torch.no_grad():
+        want = ref(x, y, normalize=True).flatten()
+        got = load(torch.device("cpu"))(x, y)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6), (got, want)
+
+
+def test_flip_is_zero_for_equal_images_and_grows_with_error():
+    pytest.importorskip("flip_evaluator")
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 40, 48)
+    assert M.flip_distance(x, x) == pytest.approx(torch.zeros(2), abs=1e-6)
+    near = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
+    far = torch.rand(2, 3, 40, 48)
+    d_near, d_far = M.flip_distance(near, x), M.flip_distance(far, x)
+    assert (d_near > 0).all() and (d_near < d_far).all() and (d_far <= 1).all()
+    box = torch.zeros(2, 1, 40, 48, dtype=torch.bool)
+    box[:, :, 5:20, 5:20] = True
+    y = x.clone()
+    y[:, :, 30:, 30:] = 1 - y[:, :, 30:, 30:]  # error outside the box only
+    assert M.flip_distance(y, x, box) == pytest.approx(torch.zeros(2), abs=1e-6)
+    assert (M.flip_distance(y, x) > 0.01).all()
+
+
+def test_haze_counts_alpha_outside_the_dilated_silhouette():
+    gt = torch.zeros(1, 1, 100, 100)
+    gt[..., 40:60, 40:60] = 1
+    assert M.haze_radius((100, 100)) == 1 and M.haze_radius((512, 512)) == 5
+    alpha = gt.clone()
+    assert float(M.haze(alpha, gt)) == 0.0
+    alpha[..., 60, 40:60] = 1.0  # 1 px beyond the edge: inside the 1-px dilation
+    assert float(M.haze(alpha, gt)) == 0.0
+    alpha[..., 0:10, :] = 0.06  # a veil over 10 rows of the frame
+    assert float(M.haze(alpha, gt)) == pytest.approx(0.10)
+    alpha[..., 0:10, :] = 0.04  # below the threshold
+    assert float(M.haze(alpha, gt)) == 0.0
 
 
 def test_evaluate_reports_full_and_bbox():

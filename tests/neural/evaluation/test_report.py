@@ -12,9 +12,11 @@ from neural_avatar.neural.evaluation import report
 
 METHODS = {
     "CLASSICAL": {"psnr_mask": 18.5, "psnr_full": 24.25, "ssim_mask": 0.61, "ssim_full": 0.9,
-                  "lpips_mask": 0.31, "lpips_full": 0.12, "flicker": 0.004},
+                  "lpips_mask": 0.31, "lpips_full": 0.12, "flip_mask": 0.3, "flip_full": 0.1, "haze": 0.01,
+                  "flicker": 0.004},
     "VERTEX_PROJECTION": {"psnr_mask": 21.0, "psnr_full": 26.5, "ssim_mask": 0.7, "ssim_full": 0.93,
-                          "lpips_mask": 0.2, "lpips_full": 0.08, "flicker": 0.002},
+                          "lpips_mask": 0.2, "lpips_full": 0.08, "flip_mask": 0.2, "flip_full": 0.05, "haze": 0.0,
+                          "flicker": 0.002},
 }
 
 

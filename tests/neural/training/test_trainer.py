@@ -2,6 +2,7 @@
 killed runs, the JSON CLI, multi-identity ANR and 2-process gloo data parallelism."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -80,6 +81,32 @@ def test_thirty_steps_reduce_the_loss(tmp_path, data, body, mode):
     assert meta["training"]["steps"] == 30 and "psnr_bbox" in meta["training"]["validation"]
     avatar = load_bundle(tmp_path / "avatar", expected_mode=mode)
     assert avatar.config.mode == mode
+
+
+@pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES"])
+def test_patches_bf16_haze_and_warm_start(tmp_path, data, body, mode):
+    """Patch training at the capture's scale in bf16 with the haze penalty: the loss falls, the
+    bundle records the capture resolution (the engine's scale), the patch, the precision and
+    the machine; a second run started from that bundle begins where the first ended."""
+    first = tmp_path / "a"
+    res = train(_cfg(data, first, mode, patch=16, precision="bf16", steps=30, use_gan=False), body_model=body)
+    recs = [r for r in _records(first) if "loss" in r and "validation" not in r]
+    assert "haze" in recs[0] and all(math.isfinite(r["loss"]) for r in recs)
+    key = "vgg" if mode == "VERTEX_PROJECTION" else "loss"
+    assert np.mean([r[key] for r in recs[-5:]]) < np.mean([r[key] for r in recs[:5]])
+    meta = json.loads((first / "avatar.json").read_text())
+    tr = meta["training"]
+    assert meta["config"]["resolution"] == 32 and tr["patch"] == 16 and tr["precision"] == "bf16"
+    assert tr["scale_range"] == [0.5, 1.0] and tr["machine"]["device"] == "cpu" and "torch" in tr["machine"]
+    if mode == "VERTEX_PROJECTION":
+        assert meta["config"]["unet"]["point_splat"] is True
+    second = tmp_path / "b"
+    train(_cfg(data, second, mode, steps=1, init=str(first / "avatar.json"), use_gan=False), body_model=body)
+    tr2 = json.loads((second / "avatar.json").read_text())["training"]
+    assert tr2["init"]["bundle"] == "avatar.json" and tr2["init"]["tensors_copied"] > 0
+    # the warm-started run's first loss is near the first run's last ones, far below a fresh start
+    first_loss = _records(second)[0]["loss"]
+    assert first_loss < np.mean([r["loss"] for r in recs[:3]])
 
 
 def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, body):
@@ -205,3 +232,43 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path, data, body):
     assert [r["step"] for r in ddp] == [1, 2, 3]
     for a, b in zip(single, ddp):  # same global batch: same loss, same updates
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
+
+
+def test_multi_identity_smplpix_uses_each_subjects_vertex_colours(tmp_path, body):
+    """Issue 15's bug: identity 1's input was identity 0's. Now each identity's network input is
+    the projection of its own baked colours, and its bundle carries them."""
+    from neural_avatar.neural.training.dataset import CaptureDataset
+    from neural_avatar.neural.training.trainer import _Dist, _Trainer
+    from neural_avatar.neural.avatar import build_avatar
+    from neural_avatar.neural.config import AvatarConfig
+
+    d = tmp_path / "data"
+    write_synthetic_dataset(str(d), n=6, res=24, seed=3, body_model=body, identities=2)
+    ds = CaptureDataset(str(d), "train", body)
+    assert not torch.allclose(ds.vertex_colors_all[0], ds.vertex_colors_all[1])
+    out = tmp_path / "out"
+    res = train(_cfg(str(d), out, "VERTEX_PROJECTION", steps=4, use_gan=False), body_model=body)
+    assert res["status"] == "finished"
+    a0 = load_bundle(out / "avatar", expected_mode="VERTEX_PROJECTION")
+    a1 = load_bundle(out / "avatar_subject1", expected_mode="VERTEX_PROJECTION")
+    assert torch.allclose(a0.identity.vertex_colors, ds.vertex_colors_all[0])
+    assert torch.allclose(a1.identity.vertex_colors, ds.vertex_colors_all[1])
+    # during training: the input image of an identity-1 frame shows identity 1's colours
+    cfg = _cfg(str(d), tmp_path / "x", "VERTEX_PROJECTION")
+    av = build_avatar(AvatarConfig.from_dict({**AvatarConfig.default("VERTEX_PROJECTION", resolution=24).to_dict(),
+                                              "unet": {**AvatarConfig.default("VERTEX_PROJECTION").unet.to_dict(),
+                                                       "width": 8, "depth": 3}}), body)
+    av.identity.vertex_colors.data.copy_(ds.vertex_colors_all[0])  # identity 0: the avatar's own (as train() does)
+    av.identity.vertex_colors.requires_grad_(False)
+    tr = _Trainer(cfg, av, 2, torch.device("cpu"), _Dist(torch.device("cpu")))
+    for k in range(2):
+        tr.fixed[k] = {"identity.vertex_colors": ds.vertex_colors_all[k]}
+    frame, _ = ds.batch([0])
+    inp = [tr.forward(frame, k)["input"][:, :3] for k in range(2)]
+    want = []
+    for k in range(2):
+        ref = build_avatar(av.config, body)
+        ref.identity.vertex_colors.data.copy_(ds.vertex_colors_all[k])
+        want.append(ref.make_input(frame)["input"][:, :3])
+    assert not torch.allclose(inp[0], inp[1])
+    assert torch.allclose(inp[1], want[1]) and torch.allclose(inp[0], want[0])
