@@ -82,7 +82,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
         path, body_mode = avatars.resolve(b.avatar_path, mode, b.model_id, abspath)
-        avatar = _load_with_fallback(path, body_mode, b.model_id, device)
+        avatar = _load_with_fallback(path, body_mode, b.model_id, device, b.identity)
         dev = avatar.device
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
@@ -109,7 +109,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             out = avatar.render(frame, precision=precision)
         except torch.OutOfMemoryError:
             state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
-            avatar = avatars.load(path, body_mode, b.model_id, "cpu")
+            avatar = avatars.load(path, body_mode, b.model_id, "cpu", b.identity)
             out = avatar.render(frame, precision="fp32")
         gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)
         mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device))
@@ -141,14 +141,14 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
     return layers
 
 
-def _load_with_fallback(path, mode, model_id, device):
+def _load_with_fallback(path, mode, model_id, device, identity=""):
     import torch
 
     try:
-        return avatars.load(path, mode, model_id, device)
+        return avatars.load(path, mode, model_id, device, identity)
     except torch.OutOfMemoryError:
         state.record_warning(f"Out of GPU memory loading the avatar on {device}; using the CPU.")
-        return avatars.load(path, mode, model_id, "cpu")
+        return avatars.load(path, mode, model_id, "cpu", identity)
 
 
 def render_frame(engine, depsgraph) -> None:

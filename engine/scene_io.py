@@ -22,6 +22,7 @@ class BodyFrame:
     joints: np.ndarray  # (J,3) posed joint positions (bone heads)
     model_id: str
     avatar_path: str  # as set on the body ('' → the shipped default)
+    identity: str = ""  # the person of a multi-identity bundle ('' → its first)
 
 
 @dataclass
@@ -94,7 +95,8 @@ def body_frames(depsgraph) -> list[BodyFrame]:
         names = joint_order(obj)
         heads = np.array([pbs[n].head for n in names], dtype=np.float32).reshape(-1, 3)
         joints = heads @ aw[:3, :3].T + aw[:3, 3]
-        out.append(BodyFrame(obj.name, verts, joints, obj.neural_avatar.model_id, obj.neural_avatar.avatar))
+        s = obj.neural_avatar
+        out.append(BodyFrame(obj.name, verts, joints, s.model_id, s.avatar, s.identity if s.avatar else ""))
     return out
 
 

@@ -80,16 +80,38 @@ def atomic_write(target: Path, write) -> None:
         raise
 
 
-def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None) -> tuple[Path, Path]:
+IDENTITY_PREFIX = "identities."
+
+
+def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None,
+                identities: "list[tuple[str, dict]] | None" = None) -> tuple[Path, Path]:
     """Save ``avatar`` as ``X.safetensors`` + ``X.json`` and return both paths.
 
     ``extra_meta``: JSON-serialisable dict; its ``"training"`` entry (epochs, losses, data
-    set, ...) is stored as the bundle's training info, the rest under ``"extra"``."""
+    set, ...) is stored as the bundle's training info, the rest under ``"extra"``.
+    ``identities``: a multi-identity bundle (one shared renderer, several people):
+    ``[(name, {"identity.<param>": tensor, ...}), ...]``, the first being the avatar's own
+    identity. The others are stored as ``identities.<name>.<param>`` (same shapes as the
+    avatar's ``identity.*``); the JSON lists the names under ``"identities"``."""
     from safetensors.torch import save_file
+
+    from ..common.guards import safe_name
 
     st_path, js_path = bundle_paths(path)
     cfg: AvatarConfig = avatar.config
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in avatar.state_dict().items()}
+    names = []
+    for i, (ident, params) in enumerate(identities or []):
+        safe_name(ident, "identity name", BundleError)
+        if ident in names:
+            raise BundleError(f"The identity name '{ident}' is used twice.")
+        names.append(ident)
+        if i == 0:
+            continue
+        for k, v in params.items():
+            if not k.startswith("identity.") or k not in tensors or tuple(v.shape) != tuple(tensors[k].shape):
+                raise BundleError(f"Identity '{ident}': '{k}' is not one of the avatar's identity tensors.")
+            tensors[f"{IDENTITY_PREFIX}{ident}.{k[len('identity.'):]}"] = v.detach().to("cpu").contiguous().clone()
     extra = dict(extra_meta or {})
     training = extra.pop("training", {})
     from .. import __version__ as pkg_version
@@ -110,6 +132,8 @@ def save_bundle(avatar: Avatar, path, extra_meta: dict | None = None) -> tuple[P
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "neural_avatar_version": pkg_version,
     }
+    if names:
+        meta["identities"] = names
     try:
         text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -181,12 +205,25 @@ def check_meta(meta: dict, expected_mode: str | None, expected_body, name: str) 
                           f"the scene's body has {int(exp_verts)}.")
 
 
-def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_body=None) -> Avatar:
+def bundle_identities(meta: dict) -> list:
+    """The identity names of a multi-identity bundle's JSON (``[]`` for a one-person bundle)."""
+    ids = meta.get("identities") or []
+    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+        raise BundleError("The bundle's 'identities' must be a list of names.")
+    return ids
+
+
+def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_body=None,
+                identity: str | None = None) -> Avatar:
     """Load a bundle saved by :func:`save_bundle` onto ``device`` (eval mode).
 
     ``expected_mode``: the scene's mode; another mode raises :class:`BundleError` ("this
     bundle was trained for NEURAL_TEXTURE, the scene is set to GAUSSIAN_BONES").
     ``expected_body``: a body-model id string or an object with ``model_id`` / ``num_verts``.
+    ``identity``: which person of a multi-identity bundle the avatar shows (None or "" = the
+    first): its ``identities.<name>.*`` tensors replace the avatar's ``identity.*`` — for ANR
+    the neural texture (try-on: any body wears any identity's texture), for SMPLpix the
+    vertex colours, for HVS the appearance vectors.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -247,6 +284,24 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
     except (ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:  # a network refusing its config
         raise BundleError(f"Model bundle {name} has an unusable configuration: {e}") from None
 
+    names = bundle_identities(meta)
+    if identity and identity not in names:
+        raise BundleError(f"The bundle {name} has no identity '{identity}'"
+                          + (f" (it has {', '.join(names)})." if names else " (it holds one person)."))
+    bank = {k: v for k, v in tensors.items() if k.startswith(IDENTITY_PREFIX)}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(IDENTITY_PREFIX)}
+    for k in bank:
+        ident, _, param = k[len(IDENTITY_PREFIX):].partition(".")
+        if ident not in names[1:] or f"identity.{param}" not in tensors or \
+                tuple(bank[k].shape) != tuple(tensors[f"identity.{param}"].shape):
+            raise BundleError(f"Model bundle {name}: tensor '{k}' does not match an identity of the bundle.")
+    if identity and identity != names[0]:
+        for k in list(tensors):
+            if k.startswith("identity."):
+                alt = f"{IDENTITY_PREFIX}{identity}.{k[len('identity.'):]}"
+                if alt not in bank:
+                    raise BundleError(f"Model bundle {name}: identity '{identity}' lacks '{k}'.")
+                tensors[k] = bank[alt]
     expected = avatar.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -90,23 +90,24 @@ class ModelCache:
         self.loads = 0  #: number of bundle loads performed (cache misses)
 
     @staticmethod
-    def key(path, device, precision: str = "fp32") -> tuple:
+    def key(path, device, precision: str = "fp32", identity: str | None = None) -> tuple:
         p = str(Path(path).expanduser().resolve())
         for suf in (".safetensors", ".json"):
             if p.endswith(suf):
                 p = p[: -len(suf)]
-        return (p, _bundle_mtime(p), str(torch.device(device)), precision)
+        return (p, _bundle_mtime(p), str(torch.device(device)), precision, identity or "")
 
     def get(self, path, device="cpu", precision: str = "fp32", expected_mode: str | None = None,
-            expected_body=None):
-        """The avatar of the bundle at ``path`` on ``device`` (loaded on a miss, in eval mode).
-        The mode/body checks of :func:`neural.bundle.load_bundle` run on every call."""
+            expected_body=None, identity: str | None = None):
+        """The avatar of the bundle at ``path`` on ``device`` showing ``identity`` (a person of a
+        multi-identity bundle; None = its first), loaded on a miss, in eval mode. The mode/body
+        checks of :func:`neural.bundle.load_bundle` run on every call."""
         from .avatar import PRECISIONS
         from .bundle import check_meta, load_bundle, read_bundle_meta
 
         if precision not in PRECISIONS and precision != "auto":
             raise NeuralAvatarError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
-        k = self.key(path, device, precision)
+        k = self.key(path, device, precision, identity)
         with self._lock:
             avatar = self._items.get(k)
             if avatar is not None:
@@ -115,7 +116,8 @@ class ModelCache:
             if expected_mode is not None or expected_body is not None:
                 check_meta(read_bundle_meta(path), expected_mode, expected_body, Path(k[0]).name)
             return avatar
-        avatar = load_bundle(path, device=device, expected_mode=expected_mode, expected_body=expected_body)
+        avatar = load_bundle(path, device=device, expected_mode=expected_mode, expected_body=expected_body,
+                             identity=identity)
         from .inference import attach_openvino, prepare_for_inference
 
         prepare_for_inference(avatar)  # BN folded, channels-last: the cache serves rendering only
@@ -123,7 +125,7 @@ class ModelCache:
         with self._lock:
             self.loads += 1
             # drop stale versions of the same file on the same device
-            for old in [o for o in self._items if o[0] == k[0] and o[2] == k[2] and o != k]:
+            for old in [o for o in self._items if o[0] == k[0] and o[2] == k[2] and o[4] == k[4] and o != k]:
                 del self._items[old]
             self._items[k] = avatar
             while len(self._items) > self.max_entries:

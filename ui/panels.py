@@ -1,7 +1,5 @@
 """Panels: a "Neural Avatar" sidebar tab in the 3D viewport (bodies, shape, avatar) and, for the
 NEURAL_AVATAR engine only, panels in Render Properties and the sidebar."""
-import functools
-import os
 
 import bpy
 
@@ -111,34 +109,14 @@ class NEURAL_AVATAR_PT_avatar(bpy.types.Panel):
             layout.label(text="Shipped default avatar", icon="INFO")
             _labelled(layout, context.scene.neural_avatar, "mode")
         else:
-            mode = _avatar_mode(s.avatar)
+            from .properties import MODE_ITEMS, bundle_summary
+
+            mode_id, identities = bundle_summary(s.avatar)
+            mode = next((name for ident, name, _ in MODE_ITEMS if ident == mode_id), "")
             layout.label(text=f"Mode: {mode}" if mode else "Mode: unreadable bundle",
                          icon="INFO" if mode else "ERROR")
-
-
-def _avatar_mode(path: str) -> str:
-    """The mode named in a bundle's JSON (read without torch), or '' if unreadable. The panel
-    draws on every redraw: the file is read again only when it changes."""
-    js = os.path.splitext(bpy.path.abspath(path))[0] + ".json"
-    try:
-        mtime = os.stat(js).st_mtime_ns
-    except OSError:
-        return ""
-    return _mode_name_of(js, mtime)
-
-
-@functools.lru_cache(maxsize=32)
-def _mode_name_of(js: str, mtime: int) -> str:
-    from ..common.guards import load_json
-    from ..errors import NeuralAvatarError
-    from .properties import MODE_ITEMS
-
-    try:
-        meta = load_json(js, os.path.basename(js))
-    except NeuralAvatarError:
-        return ""
-    mode = meta.get("mode", "") if isinstance(meta, dict) else ""
-    return next((name for ident, name, _ in MODE_ITEMS if ident == mode), "")
+            if identities:  # a multi-identity bundle: which person this body shows (ANR try-on)
+                _labelled(layout, s, "identity_menu")
 
 
 class _RenderPanel:

@@ -4,6 +4,9 @@
 Update callbacks forward to :mod:`..operators.rig`, which owns everything that edits
 the body in the scene.
 """
+import functools
+import os
+
 import bpy
 
 from .. import classes_registrar, register_in_order, unregister_in_order
@@ -71,6 +74,56 @@ def _avatar_changed(self, context):
     _redraw_views(self, context)
 
 
+def bundle_summary(path: str) -> tuple:
+    """``(mode, identity names)`` of a bundle's JSON, read without torch (``("", [])`` if
+    unreadable). Panels draw on every redraw: the file is read again only when it changes."""
+    js = os.path.splitext(bpy.path.abspath(path))[0] + ".json"
+    try:
+        mtime = os.stat(js).st_mtime_ns
+    except OSError:
+        return "", []
+    return _summary_of(js, mtime)
+
+
+@functools.lru_cache(maxsize=32)
+def _summary_of(js: str, mtime: int) -> tuple:
+    from ..common.guards import load_json
+    from ..errors import NeuralAvatarError
+
+    try:
+        meta = load_json(js, os.path.basename(js))
+    except NeuralAvatarError:
+        return "", []
+    if not isinstance(meta, dict):
+        return "", []
+    ids = meta.get("identities") or []
+    ids = [x for x in ids if isinstance(x, str)] if isinstance(ids, list) else []
+    return str(meta.get("mode", "")), ids
+
+
+#: the identity menu's items per bundle (Blender needs the strings kept alive while shown)
+_IDENTITY_ITEMS: dict = {}
+
+
+def _identity_items(self, context):
+    ids = bundle_summary(self.avatar)[1] if self.avatar else []
+    items = [(n, n, f"Paint this body as '{n}' (renderer shared, this identity's own "
+                    "texture / colours / appearance)") for n in ids] or [("NONE", "(one person)", "")]
+    _IDENTITY_ITEMS[self.avatar] = items
+    return items
+
+
+def _identity_get(self):
+    ids = bundle_summary(self.avatar)[1] if self.avatar else []
+    return ids.index(self.identity) if self.identity in ids else 0
+
+
+def _identity_set(self, value):
+    ids = bundle_summary(self.avatar)[1] if self.avatar else []
+    if 0 <= value < len(ids):
+        self.identity = ids[value]
+
+
 def tag_redraw(area_types=("VIEW_3D",)) -> None:
     """Redraw every area of ``area_types`` in every window (no-op without a window manager)."""
     try:
@@ -115,6 +168,12 @@ class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
     avatar: StringProperty(name="Avatar", subtype="FILE_PATH", update=_avatar_changed,
                            description="Model bundle (.safetensors) that paints this body, in the mode it was "
                                        "trained for; empty: the shipped default avatar of the scene's mode")
+    identity: StringProperty(name="Identity", update=_redraw_views,
+                             description="Which person of a multi-identity bundle this body shows (empty: the "
+                                         "first). The body keeps its own shape and pose: showing another "
+                                         "identity is ANR's try-on")
+    identity_menu: EnumProperty(name="Identity", items=_identity_items, get=_identity_get, set=_identity_set,
+                                description="Which person of this multi-identity bundle the body shows")
 
 
 class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):

@@ -920,17 +920,12 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "validation_note": "psnr/ssim/lpips on the whole image (_full) and inside the body's bounding box (_bbox)",
                     "lpips_source": M.LPIPS_SOURCE, "keyframes": [int(ds.indices[k]) for k in keyframes],
                     "identities": ds.identities}}
-                bundle = str(save_bundle(trainer.avatar, out / "avatar", info)[0])
-                for k in range(1, ds.num_identities):
-                    with torch.no_grad():
-                        own = dict(trainer.avatar.named_parameters())
-                        theirs = trainer.identity_tensors(k)
-                        saved = {n: own[n].detach().clone() for n in theirs}
-                        for n, t in theirs.items():
-                            own[n].data.copy_(t.data)
-                        save_bundle(trainer.avatar, out / f"avatar_{ds.identities[k]}", info)
-                        for n in theirs:
-                            own[n].data.copy_(saved[n])
+                # one bundle: the shared renderer + every identity's own tensors (load_bundle(identity=...))
+                idents = None
+                if ds.num_identities > 1:
+                    idents = [(ds.identities[0], {})] + [(ds.identities[k], trainer.identity_tensors(k))
+                                                         for k in range(1, ds.num_identities)]
+                bundle = str(save_bundle(trainer.avatar, out / "avatar", info, identities=idents)[0])
             emit({"event": "done" if status == "finished" else "cancelled", "step": step,
                   "bundle": bundle, **({"val": last_val} if last_val else {})})
         dd.barrier()

@@ -175,6 +175,46 @@ def test_each_body_renders_in_its_avatars_mode(addon, tmp_path):
     assert sorted(final.LAST_BODY_MODES.values()) == ["NEURAL_TEXTURE", "VERTEX_PROJECTION"]
 
 
+def test_multi_identity_bundle_each_body_picks_its_identity(addon, tmp_path):
+    """One ANR bundle with two people: the body shows the identity chosen in its panel (the
+    menu lists the bundle's names), so the engine loads the shared renderer with that identity's
+    texture (try-on); an unknown name is reported as an ERROR and no frame is written."""
+    import torch
+    from neural_avatar import body
+    from neural_avatar.neural.avatar import build_avatar
+    from neural_avatar.neural.bundle import save_bundle
+    from neural_avatar.neural.config import AvatarConfig
+
+    torch.manual_seed(0)
+    av = build_avatar(AvatarConfig.default("NEURAL_TEXTURE", resolution=64), body.load_default())
+    other = {k: torch.rand_like(v) * 4 - 2 for k, v in av.state_dict().items()
+             if k.startswith("identity.") and v.is_floating_point()}
+    path = tmp_path / "pair.safetensors"
+    save_bundle(av, path, identities=[("ann", {}), ("ben", other)])
+    scene, arm = _scene(addon, res=48)
+    arm.neural_avatar.avatar = str(path)
+    assert arm.neural_avatar.identity_menu == "ann"
+    _render(scene, tmp_path / "ann.png")
+    arm.neural_avatar.identity_menu = "ben"
+    assert arm.neural_avatar.identity == "ben"
+    _render(scene, tmp_path / "ben.png")
+    assert state.LAST_ERROR == ""
+    # the engine loaded the bundle once per identity, each with that identity's texture (that a
+    # texture change changes the picture is tested on the pure side, test_bundle.py)
+    from neural_avatar.engine import cache
+
+    loaded = {k[4]: av_ for k, av_ in cache.models()._items.items() if k[0].endswith("pair")}
+    assert set(loaded) == {"", "ben"}
+    tex = {k: v.identity.texture() for k, v in loaded.items()}
+    assert not torch.allclose(tex[""], tex["ben"])
+    want = other["identity.texture.levels.0"]
+    assert torch.allclose(loaded["ben"].state_dict()["identity.texture.levels.0"], want)
+    arm.neural_avatar.identity = "carl"
+    scene.render.filepath = str(tmp_path / "carl.png")
+    _render_fails("no identity 'carl'")
+    assert not os.path.exists(tmp_path / "carl.png")
+
+
 def test_no_camera_message(addon):
     from neural_avatar.engine import scene_io
     from neural_avatar.errors import NeuralAvatarError

@@ -200,3 +200,54 @@ def test_model_cache(tmp_path):
     assert len(cache) <= 2
     cache.clear()
     assert len(cache) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_identity_bundle_swaps_only_the_identity(tmp_path, mode):
+    """One renderer, several people: identity B's tensors replace the avatar's identity.* (ANR:
+    try-on, any body wears B's texture), every other tensor is shared."""
+    av, body = make(mode)
+    own = {k: v for k, v in av.state_dict().items() if k.startswith("identity.")}
+    other = {k: v + 0.3 for k, v in own.items() if v.is_floating_point()}
+    assert other
+    save_bundle(av, tmp_path / "m", identities=[("alice", {}), ("bob", other)])
+    meta = read_bundle_meta(tmp_path / "m")
+    assert meta["identities"] == ["alice", "bob"]
+    a = load_bundle(tmp_path / "m", expected_mode=mode)
+    b = load_bundle(tmp_path / "m", expected_mode=mode, identity="bob")
+    assert torch.equal(load_bundle(tmp_path / "m", identity="alice").state_dict()[next(iter(other))],
+                       a.state_dict()[next(iter(other))])
+    for k, v in a.state_dict().items():
+        if k in other:
+            assert torch.allclose(b.state_dict()[k], other[k])
+        else:
+            assert torch.equal(b.state_dict()[k], v), k
+    frame = make_frame(body, 24)
+    assert not torch.allclose(a.render(frame)["rgb"], b.render(frame)["rgb"])
+    with pytest.raises(BundleError, match="no identity 'carol'.*alice, bob"):
+        load_bundle(tmp_path / "m", identity="carol")
+    save_bundle(av, tmp_path / "one")
+    with pytest.raises(BundleError, match="holds one person"):
+        load_bundle(tmp_path / "one", identity="bob")
+    with pytest.raises(BundleError, match="identity name"):
+        save_bundle(av, tmp_path / "bad", identities=[("alice", {}), ("../x", other)])
+    with pytest.raises(BundleError, match="not one of the avatar's identity tensors"):
+        save_bundle(av, tmp_path / "bad", identities=[("alice", {}), ("bob", {"net.x": torch.zeros(1)})])
+
+
+def test_identity_bank_tensors_are_checked(tmp_path):
+    """A tampered bundle: a bank tensor of another shape, or of an identity the JSON does not list."""
+    from safetensors.torch import load_file, save_file
+
+    av, body = make("NEURAL_TEXTURE")
+    own = {k: v for k, v in av.state_dict().items() if k.startswith("identity.") and v.is_floating_point()}
+    st, js = save_bundle(av, tmp_path / "m", identities=[("a", {}), ("b", {k: v * 2 for k, v in own.items()})])
+    t = load_file(str(st))
+    k = next(k for k in t if k.startswith("identities.b."))
+    t[k] = torch.zeros(1, 2, 3)
+    save_file(t, str(st))
+    meta = json.loads(js.read_text())
+    meta.pop("tensors_sha256", None)
+    js.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="does not match an identity"):
+        load_bundle(tmp_path / "m")

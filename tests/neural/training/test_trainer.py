@@ -145,9 +145,13 @@ def test_multi_identity_textures(tmp_path, body):
     recs = [r for r in _records(out) if "loss" in r and "validation" not in r]
     assert {r["identity"] for r in recs} == {0, 1}
     a0 = load_bundle(out / "avatar", expected_mode="NEURAL_TEXTURE")
-    a1 = load_bundle(out / "avatar_subject1", expected_mode="NEURAL_TEXTURE")
+    a1 = load_bundle(out / "avatar", expected_mode="NEURAL_TEXTURE", identity="subject1")
     t0, t1 = a0.identity.texture(), a1.identity.texture()
-    assert not torch.allclose(t0, t1)  # one texture per identity
+    assert not torch.allclose(t0, t1)  # one texture per identity, one shared renderer, one file
+    assert torch.equal(load_bundle(out / "avatar", identity="subject0").identity.texture(), t0)
+    sd0, sd1 = a0.state_dict(), a1.state_dict()
+    assert all(torch.equal(sd0[k], sd1[k]) for k in sd0 if not k.startswith("identity."))
+    assert not (out / "avatar_subject1.json").exists()
     s0, s1 = a0.state_dict(), a1.state_dict()
     shared = [k for k in s0 if not k.startswith("identity.")]
     assert shared and all(torch.equal(s0[k], s1[k]) for k in shared)  # one shared renderer
@@ -250,7 +254,7 @@ def test_multi_identity_smplpix_uses_each_subjects_vertex_colours(tmp_path, body
     res = train(_cfg(str(d), out, "VERTEX_PROJECTION", steps=4, use_gan=False), body_model=body)
     assert res["status"] == "finished"
     a0 = load_bundle(out / "avatar", expected_mode="VERTEX_PROJECTION")
-    a1 = load_bundle(out / "avatar_subject1", expected_mode="VERTEX_PROJECTION")
+    a1 = load_bundle(out / "avatar", expected_mode="VERTEX_PROJECTION", identity="subject1")
     assert torch.allclose(a0.identity.vertex_colors, ds.vertex_colors_all[0])
     assert torch.allclose(a1.identity.vertex_colors, ds.vertex_colors_all[1])
     # during training: the input image of an identity-1 frame shows identity 1's colours
