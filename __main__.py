@@ -13,6 +13,7 @@ VERBS = {
     "import-motion": ("cli.import_motion", "main", "import AMASS/SMPL motion onto a body and save a .blend"),
     "capture": ("cli.capture", "main", "capture a training dataset from the demo subject"),
     "train": ("cli.train", "main", "train an avatar (any mode) from a dataset folder"),
+    "fit-identity": ("cli.fit_identity", "main", "fit a new person's texture/appearance with a trained renderer frozen"),
     "train-defaults": ("cli.train_defaults", "main", "the default avatars' recipe: all three modes (--preset cpu|gpu)"),
     "eval": ("cli.eval", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
     "bench": ("cli.bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),

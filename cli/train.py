@@ -43,7 +43,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                           patch=args.patch, precision=args.precision, init=args.init, w_haze=args.haze_weight,
                           scale_range=list(args.scale_range) if args.scale_range else None,
                           threads=args.threads, stage1_fraction=args.stage1_fraction,
-                          time_limit_s=args.time_limit,
+                          time_limit_s=args.time_limit, fit_identity=args.fit_identity,
+                          frames_limit=args.frames_limit,
+                          **({"split_optimization": False} if args.fit_identity else {}),
                           **({"val_frames": args.val_frames} if args.val_frames else {}))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-fraction", type=float, default=0.5,
                    help="SMPLpix: share of the steps before the adversarial stage (eq. 7)")
     p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--fit-identity", default=None, metavar="NAME",
+                   help="fit a new identity NAME with the renderer of --init frozen (ANR / HVS)")
+    p.add_argument("--frames-limit", type=int_in(0, 10_000_000, "--frames-limit"), default=0,
+                   help="use at most K train frames, evenly spaced (0 = all)")
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="finish normally (validation, bundle) after this many seconds; 0 = run all steps")
     p.add_argument("--val-frames", type=int_in(1, 100000, "--val-frames"), default=None,

@@ -213,6 +213,25 @@ def bundle_identities(meta: dict) -> list:
     return ids
 
 
+def identity_bank(path) -> list:
+    """Every person of a bundle as ``[(name, {"identity.<param>": tensor})]``, the avatar's own
+    first (a one-person bundle: its training identity's name, else "subject")."""
+    from safetensors.torch import load_file
+
+    meta = read_bundle_meta(path)
+    names = bundle_identities(meta)
+    tensors = load_file(str(bundle_paths(path)[0]), device="cpu")
+    own = {k: v for k, v in tensors.items() if k.startswith("identity.")}
+    if not names:
+        ids = (meta.get("training") or {}).get("identities") or ["subject"]
+        return [(str(ids[0]), own)]
+    out = [(names[0], own)]
+    for n in names[1:]:
+        pre = f"{IDENTITY_PREFIX}{n}."
+        out.append((n, {"identity." + k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}))
+    return out
+
+
 def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_body=None,
                 identity: str | None = None) -> Avatar:
     """Load a bundle saved by :func:`save_bundle` onto ``device`` (eval mode).

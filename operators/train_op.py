@@ -26,7 +26,7 @@ def package_dir() -> str:
 
 
 def trainer_command(data: str, out: str, mode: str, steps: int, res: int, device: str = "AUTO",
-                    resume: bool = False, python: str | None = None) -> list[str]:
+                    resume: bool = False, python: str | None = None, extra_args=()) -> list[str]:
     """A command line that runs the trainer with this package, whatever its import name in
     Blender (``bl_ext.<repo>.neural_avatar``): the package folder's parent goes on sys.path and
     the folder is imported as ``neural_avatar`` (the extension id)."""
@@ -36,6 +36,7 @@ def trainer_command(data: str, out: str, mode: str, steps: int, res: int, device
             "--device", device]
     if resume:
         args.append("--resume")
+    args += list(extra_args)
     extra = []
     try:  # packages installed by "Install Dependencies" live outside Blender's own site-packages
         from ..ui.preferences import deps_target
@@ -67,12 +68,8 @@ def _reader(proc):
             _JOB["lines"].append(ev)
 
 
-class NEURAL_AVATAR_OT_train(bpy.types.Operator):
-    """Train an avatar of the Train Mode on a captured dataset, in a background process"""
-
-    bl_idname = "neural_avatar.train"
-    bl_label = "Train Avatar"
-    bl_options = {"REGISTER"}
+class _TrainJob:
+    """What Train Avatar and Fit Identity share: a `train` process, progress, cancel, result."""
 
     _timer = None
 
@@ -96,14 +93,22 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
 
         prefs = get_prefs(context)
         device = s.device if s.device != "PREFERENCES" else (prefs.device if prefs else "AUTO")
-        cmd = trainer_command(data, out, s.train_mode, s.train_steps, s.train_res, device, resume)
+        mode, steps, extra = self._what(context, s)
+        cmd = trainer_command(data, out, mode, steps, s.train_res, device, resume, extra_args=extra)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         reader = threading.Thread(target=_reader, args=(proc,), daemon=True)
-        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=s.train_mode, reader=reader)
+        _JOB.update(proc=proc, lines=[], result=None, out=out, mode=mode, reader=reader, identity=self._identity(s))
         reader.start()
         s.train_running = True
         s.train_progress = 0.0
         s.train_status = "Starting…" + (" (resuming)" if resume else "")
+
+    def _what(self, context, s):
+        """(mode, steps, extra train flags) of the run."""
+        return s.train_mode, s.train_steps, []
+
+    def _identity(self, s):
+        return ""
 
     def execute(self, context):  # background mode / scripts: run to the end
         try:
@@ -149,6 +154,7 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
             arm = rig.find_body(context)
             if arm is not None:
                 arm.neural_avatar.avatar = bundle
+                arm.neural_avatar.identity = _JOB.get("identity") or ""
             s.train_status = f"Done: {os.path.basename(bundle)}"
             self.report({"INFO"}, f"Training finished; avatar {bundle}" + (f" set on {arm.name}" if arm else ""))
             return {"FINISHED"}
@@ -160,6 +166,45 @@ class NEURAL_AVATAR_OT_train(bpy.types.Operator):
         s.train_status = msg[:200]
         self.report({"ERROR"}, msg)
         return {"CANCELLED"}
+
+
+class NEURAL_AVATAR_OT_train(_TrainJob, bpy.types.Operator):
+    """Train an avatar of the Train Mode on a captured dataset, in a background process"""
+
+    bl_idname = "neural_avatar.train"
+    bl_label = "Train Avatar"
+    bl_options = {"REGISTER"}
+
+
+class NEURAL_AVATAR_OT_fit_identity(_TrainJob, bpy.types.Operator):
+    """Add a new person to the selected body's avatar: fit their neural texture (ANR) or
+    appearance (HVS) on the Dataset with the avatar's renderer frozen, in a background process;
+    the body then shows the new identity"""
+
+    bl_idname = "neural_avatar.fit_identity"
+    bl_label = "Fit Identity"
+    bl_options = {"REGISTER"}
+
+    def _what(self, context, s):
+        from ..common.guards import safe_name
+        from ..neural.bundle import read_bundle_meta
+
+        arm = rig.find_body(context)
+        if arm is None or not arm.neural_avatar.avatar:
+            raise NeuralAvatarError("Select a body whose Avatar is a trained NEURAL_TEXTURE or GAUSSIAN_BONES "
+                                    "bundle: Fit Identity keeps its renderer and adds a person.")
+        bundle = bpy.path.abspath(arm.neural_avatar.avatar)
+        mode = read_bundle_meta(bundle)["mode"]
+        if mode == "VERTEX_PROJECTION":
+            raise NeuralAvatarError("SMPLpix avatars have nothing to fit for a new person (their input is the "
+                                    "person's baked vertex colours).")
+        safe_name(s.fit_name, "The new identity's name")
+        return mode, max(1, min(s.train_steps, 300)), [
+            "--init", bundle, "--fit-identity", s.fit_name, "--frames-limit", str(s.fit_frames), "--no-gan",
+            "--val-every", "0"]
+
+    def _identity(self, s):
+        return s.fit_name
 
 
 def _pump(context):
@@ -220,7 +265,8 @@ class NEURAL_AVATAR_OT_add_demo_subject(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (NEURAL_AVATAR_OT_train, NEURAL_AVATAR_OT_cancel_training, NEURAL_AVATAR_OT_add_demo_subject)
+CLASSES = (NEURAL_AVATAR_OT_train, NEURAL_AVATAR_OT_fit_identity, NEURAL_AVATAR_OT_cancel_training,
+           NEURAL_AVATAR_OT_add_demo_subject)
 
 
 _register_classes, _unregister_classes = classes_registrar(CLASSES)

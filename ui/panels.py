@@ -207,6 +207,11 @@ class NEURAL_AVATAR_PT_training(bpy.types.Panel):
             col.operator("neural_avatar.train", icon="PLAY")
             if s.train_status:
                 col.label(text=s.train_status)
+            col = layout.column(align=True)
+            col.label(text="New Person (renderer frozen)", icon="COMMUNITY")
+            _labelled(col, s, "fit_name")
+            col.prop(s, "fit_frames")
+            col.operator("neural_avatar.fit_identity", icon="ADD")
 
 
 CLASSES = CLASSES + (NEURAL_AVATAR_PT_training,)

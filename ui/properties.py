@@ -211,6 +211,11 @@ class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
     train_progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                                   options={"SKIP_SAVE"})
     train_status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    fit_name: StringProperty(name="New Identity", default="person2",
+                             description="Name of the person Fit Identity adds to the body's avatar (letters, "
+                                         "digits, _ . -)")
+    fit_frames: IntProperty(name="Fit Frames", default=8, min=1, max=100000,
+                            description="Frames of the Dataset the new identity is fitted on (evenly spaced)")
 
 
 CLASSES = (NEURAL_AVATAR_PG_object, NEURAL_AVATAR_PG_scene)

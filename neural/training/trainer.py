@@ -152,6 +152,13 @@ class TrainConfig:
     (the VERTEX_PROJECTION veil / NEURAL_TEXTURE halo at their source; the ``haze`` metric)."""
     precision: str = "fp32"
     """'fp32' or 'bf16' (CPU/CUDA autocast of the networks and losses; the optimiser state stays fp32)."""
+    fit_identity: Optional[str] = None
+    """Fit a new identity with the renderer frozen (ANR's fitting of a new person; HVS appearance
+    vectors likewise): ``init`` is the trained bundle, only the identity's own parameters (ANR:
+    the neural texture, freshly initialised) are optimised on this capture, BatchNorm statistics
+    stay frozen, no adversarial term; the result is ``init``'s identities plus this name."""
+    frames_limit: int = 0
+    """Train on at most this many frames of the train split, evenly spaced (fitting from K frames); 0 = all."""
     time_limit_s: float = 0.0
     """End the run normally (validation, bundle) once this many seconds have passed; 0 = no limit.
     Recipes with a wall-clock budget (the GPU recipe's 10 minutes) use it."""
@@ -194,6 +201,12 @@ class TrainConfig:
             raise NeuralAvatarError(f"gan_loss must be lsgan or hinge, got {self.gan_loss!r}.")
         if not 0.0 < self.stage1_fraction <= 1.0:
             raise NeuralAvatarError("stage1_fraction must be in (0, 1].")
+        if self.fit_identity is not None:
+            if not self.init:
+                raise NeuralAvatarError("Fitting an identity needs the trained bundle (init) whose renderer it keeps.")
+            if self.mode == VERTEX_PROJECTION:
+                raise NeuralAvatarError("SMPLpix has nothing to fit for a new person: its input is the person's "
+                                        "baked vertex colours. Render the new subject with its own colours instead.")
         if self.precision not in ("fp32", "bf16"):
             raise NeuralAvatarError(f"precision must be fp32 or bf16, got {self.precision!r}.")
         if self.patch is not None and not 16 <= int(self.patch) <= 4096:
@@ -456,7 +469,8 @@ class _Trainer:
         else:
             self.perc = VGGPerceptualLoss(allow_fallback=(cfg.perceptual == "auto"))
         self.perc.to(device)
-        use_gan = cfg.use_gan if cfg.use_gan is not None else self.mode in (VERTEX_PROJECTION, NEURAL_TEXTURE)
+        use_gan = cfg.use_gan if cfg.use_gan is not None else (
+            self.mode in (VERTEX_PROJECTION, NEURAL_TEXTURE) and cfg.fit_identity is None)
         self.disc = None
         if use_gan:
             in_ch = 3 + (avatar.input_channels if self.mode == VERTEX_PROJECTION else 0)
@@ -478,7 +492,12 @@ class _Trainer:
         net = self.avatar.network_parameters()
         ident = [p for b in self.banks for p in b.values()]
         self.opts: Dict[str, torch.optim.Optimizer] = {}
-        if self.mode == GAUSSIAN_BONES:
+        if cfg.fit_identity is not None:
+            net = []  # fitting: the renderer is frozen
+        if not net:
+            lr_id = cfg.lr_identity if cfg.lr_identity is not None else (1e-3 if self.mode == NEURAL_TEXTURE else lr)
+            self.opts["identity"] = torch.optim.Adam(ident, lr=lr_id)
+        elif self.mode == GAUSSIAN_BONES:
             lr_id = cfg.lr_identity if cfg.lr_identity is not None else lr
             self.opts["net"] = torch.optim.AdamW(net, lr=lr, weight_decay=cfg.weight_decay_hvs)
             if ident:
@@ -552,6 +571,10 @@ class _Trainer:
         cfg = self.cfg
         self.avatar.train()
         self.fwd.train()
+        if cfg.fit_identity is not None:  # the renderer is frozen: BatchNorm keeps its statistics
+            for m in self.avatar.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         out = self.forward(frame, identity)
         rgb, gt = out["rgb"], tgt.rgb
         comps: Dict[str, torch.Tensor] = {}
@@ -617,7 +640,7 @@ class _Trainer:
         if self.disc is not None:
             params += list(self.disc.parameters())
         self.dd.sync_grads(params)
-        stepped = ["net"]
+        stepped = ["net"] if "net" in self.opts else []
         if update_identity and "identity" in self.opts:
             stepped.append("identity")
         if d_loss is not None:
@@ -748,7 +771,11 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     avatar = build_avatar(acfg, body).to(device)
     init_info = None
     if cfg.init:
-        init_info = _warm_start(avatar, cfg.init, cfg.mode)
+        init_info = _warm_start(avatar, cfg.init, cfg.mode, skip_identity=cfg.fit_identity is not None)
+    if cfg.fit_identity is not None:
+        for n, p in avatar.named_parameters():
+            if not n.startswith("identity."):
+                p.requires_grad_(False)
     if cfg.mode == VERTEX_PROJECTION:
         # SMPLpix: the projected colours are data (the capture's baked albedo), not learnt;
         # every identity gets its own (set on the trainer below)
@@ -773,8 +800,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
 
     # ANR keyframes (split optimisation, sec. 3.4)
     positions_all = np.arange(len(ds))
+    if cfg.frames_limit and cfg.frames_limit < len(ds):
+        positions_all = np.unique(np.linspace(0, len(ds) - 1, int(cfg.frames_limit)).round().astype(np.int64))
     keyframes: List[int] = []
-    if cfg.mode == NEURAL_TEXTURE and cfg.split_optimization and len(ds) > 1:
+    if cfg.mode == NEURAL_TEXTURE and cfg.split_optimization and len(ds) > 1 and cfg.fit_identity is None:
         for ident in range(ds.num_identities):
             pool = [int(p) for p in positions_all if ds.identity_index[ds.indices[p]] == ident]
             if not pool:
@@ -852,7 +881,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 emit({"event": "stage", "step": step, "stage": trainer.stage})
             rng = np.random.default_rng([cfg.seed, step])
             identity = int(rng.integers(ds.num_identities)) if ds.num_identities > 1 else 0
-            pool = positions_all[ds.identity_index[np.asarray(ds.indices)] == identity]
+            pool = positions_all[ds.identity_index[np.asarray(ds.indices)[positions_all]] == identity]
             update_identity = True
             if keyframes:
                 kf = np.array([k for k in keyframes if k in set(pool.tolist())], np.int64)
@@ -922,7 +951,20 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "identities": ds.identities}}
                 # one bundle: the shared renderer + every identity's own tensors (load_bundle(identity=...))
                 idents = None
-                if ds.num_identities > 1:
+                if cfg.fit_identity is not None:
+                    # the trained bundle's people (the avatar shows the first) + the fitted one
+                    from ..bundle import identity_bank
+
+                    fitted = {n: p.detach().clone() for n, p in trainer.avatar.named_parameters()
+                              if n.startswith("identity.")}
+                    bank = identity_bank(cfg.init)
+                    if cfg.fit_identity in [n for n, _ in bank]:
+                        raise NeuralAvatarError(f"The bundle already has an identity '{cfg.fit_identity}'.")
+                    with torch.no_grad():
+                        for n, t in bank[0][1].items():
+                            dict(trainer.avatar.named_parameters())[n].data.copy_(t)
+                    idents = [(bank[0][0], {})] + bank[1:] + [(cfg.fit_identity, fitted)]
+                elif ds.num_identities > 1:
                     idents = [(ds.identities[0], {})] + [(ds.identities[k], trainer.identity_tensors(k))
                                                          for k in range(1, ds.num_identities)]
                 bundle = str(save_bundle(trainer.avatar, out / "avatar", info, identities=idents)[0])
@@ -957,8 +999,9 @@ def _machine(device: torch.device) -> Dict[str, Any]:
     return info
 
 
-def _warm_start(avatar, path: str, mode: str) -> Dict[str, Any]:
-    """Copy a bundle's weights into ``avatar`` where names and shapes agree (coarse-to-fine)."""
+def _warm_start(avatar, path: str, mode: str, skip_identity: bool = False) -> Dict[str, Any]:
+    """Copy a bundle's weights into ``avatar`` where names and shapes agree (coarse-to-fine);
+    ``skip_identity``: keep the avatar's fresh identity (fitting a new person)."""
     from ..bundle import load_bundle
 
     src = load_bundle(path, expected_mode=mode)
@@ -966,6 +1009,8 @@ def _warm_start(avatar, path: str, mode: str) -> Dict[str, Any]:
     copied, skipped = [], []
     with torch.no_grad():
         for k, v in src.state_dict().items():
+            if skip_identity and k.startswith("identity."):
+                continue
             if k in own and own[k].shape == v.shape and own[k].dtype == v.dtype:
                 own[k].copy_(v.to(own[k].device))
                 copied.append(k)

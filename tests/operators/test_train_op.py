@@ -42,6 +42,32 @@ def test_train_operator_runs_in_a_subprocess_and_sets_the_avatar(addon, tiny_dat
     assert "Done" in s.train_status and not s.train_running
 
 
+def test_fit_identity_operator_adds_a_person_to_the_bodys_avatar(addon, tiny_data, tmp_path):
+    """Fit Identity: the selected body's ANR avatar keeps its renderer; a new person is fitted on
+    the Dataset in a background process and the body shows it. A body without a trained avatar
+    or an SMPLpix avatar is refused with a message and nothing changes."""
+    from neural_avatar.neural.bundle import read_bundle_meta
+
+    assert bpy.ops.neural_avatar.add_body(model="DEFAULT") == {"FINISHED"}
+    arm = bpy.context.view_layer.objects.active
+    s = bpy.context.scene.neural_avatar
+    s.train_data, s.train_res = tiny_data, 32
+    with pytest.raises(RuntimeError, match="Select a body whose Avatar"):
+        bpy.ops.neural_avatar.fit_identity()
+    s.train_mode, s.train_out, s.train_steps = "NEURAL_TEXTURE", str(tmp_path / "base"), 2
+    assert bpy.ops.neural_avatar.train() == {"FINISHED"}
+    base = arm.neural_avatar.avatar
+    s.train_out, s.fit_name, s.fit_frames, s.train_steps = str(tmp_path / "fit"), "guest", 2, 3
+    assert bpy.ops.neural_avatar.fit_identity() == {"FINISHED"}
+    assert arm.neural_avatar.avatar != base and arm.neural_avatar.identity == "guest"
+    assert read_bundle_meta(arm.neural_avatar.avatar)["identities"] == ["subject", "guest"]
+    assert arm.neural_avatar.identity_menu == "guest"
+    s.fit_name = "../bad"
+    with pytest.raises(RuntimeError, match="name"):
+        bpy.ops.neural_avatar.fit_identity()
+    assert arm.neural_avatar.identity == "guest"
+
+
 def test_train_operator_reports_a_missing_dataset(addon, tmp_path):
     s = bpy.context.scene.neural_avatar
     s.train_data, s.train_out = str(tmp_path / "nothing"), str(tmp_path / "out")

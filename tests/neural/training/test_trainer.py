@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from neural_avatar.neural.bundle import load_bundle
+from neural_avatar.errors import NeuralAvatarError
 from neural_avatar.neural.training.dataset import capsule_body, write_synthetic_dataset
 from neural_avatar.neural.training.trainer import TrainConfig, load_checkpoint, train
 
@@ -276,3 +277,36 @@ def test_multi_identity_smplpix_uses_each_subjects_vertex_colours(tmp_path, body
         want.append(ref.make_input(frame)["input"][:, :3])
     assert not torch.allclose(inp[0], inp[1])
     assert torch.allclose(inp[1], want[1]) and torch.allclose(inp[0], want[0])
+
+
+def test_fit_identity_keeps_the_renderer_and_adds_a_person(tmp_path, data, body):
+    """ANR fitting: a new person's texture from K frames with the renderer frozen; the result
+    has the trained bundle's person plus the new one, and every shared tensor is unchanged."""
+    base = tmp_path / "base"
+    train(_cfg(data, base, "NEURAL_TEXTURE", steps=30, use_gan=False), body_model=body)
+    other = tmp_path / "other"
+    write_synthetic_dataset(str(other), n=6, res=32, seed=9, body_model=body)
+    fit = tmp_path / "fit"
+    res = train(_cfg(str(other), fit, "NEURAL_TEXTURE", steps=40, lr_identity=5e-2, augment=False, init=str(base / "avatar.json"),
+                     fit_identity="newbie", frames_limit=3, split_optimization=False), body_model=body)
+    assert res["status"] == "finished"
+    recs = [r for r in _records(fit) if "loss" in r and "validation" not in r]
+    assert all(math.isfinite(r["loss"]) for r in recs) and "adv" not in recs[0]
+    # (a renderer trained for 30 tiny steps barely reads its texture, so the loss is not judged here)
+    a = load_bundle(base / "avatar")
+    meta = json.loads((fit / "avatar.json").read_text())
+    assert meta["identities"] == ["subject", "newbie"]
+    b0, b1 = load_bundle(fit / "avatar"), load_bundle(fit / "avatar", identity="newbie")
+    for k, v in a.state_dict().items():  # the renderer (BN statistics too) and the old person unchanged
+        assert torch.equal(b0.state_dict()[k], v), k
+        if not k.startswith("identity."):
+            assert torch.equal(b1.state_dict()[k], v), k
+    assert not torch.allclose(b1.identity.texture(), a.identity.texture())
+    fresh = train(_cfg(str(other), tmp_path / "fresh", "NEURAL_TEXTURE", steps=1, lr_identity=0.0, augment=False,
+                       init=str(base / "avatar.json"), fit_identity="newbie", split_optimization=False),
+                  body_model=body)
+    start = load_bundle(tmp_path / "fresh" / "avatar", identity="newbie").identity.texture()
+    assert (b1.identity.texture() - start).abs().mean() > 1e-3  # the fitted texture moved from its initialisation
+    with pytest.raises(NeuralAvatarError, match="nothing to fit"):
+        train(_cfg(str(other), tmp_path / "vp", "VERTEX_PROJECTION", init=str(base / "avatar.json"),
+                   fit_identity="x"), body_model=body)
