@@ -22,6 +22,7 @@ PASSES = {  # name → (channels, chan_id, type)
 TIMINGS: dict = {}  # last frame's stage timings (s), read by the benchmark
 LAST_BODY_MODES: dict = {}  # body name → the mode it was rendered in (last frame; UI and tests)
 LAST_CROPS: dict = {}  # body name → its neural.crop.Crop (None: not visible) in the last frame
+LAST_BATCHES: list = []  # the body names of each network call of the last frame (batched bodies)
 
 
 def wanted_passes(settings) -> list[str]:
@@ -78,39 +79,62 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
     layers = []
     LAST_BODY_MODES.clear()
     LAST_CROPS.clear()
-    for i, b in enumerate(bodies):
+    LAST_BATCHES.clear()
+    # 1. every body's avatar and window at the scale its avatar was trained at (neural/crop.py)
+    jobs = []
+    for b in bodies:
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
         path, body_mode = avatars.resolve(b.avatar_path, mode, b.model_id, abspath)
         avatar = _load_with_fallback(path, body_mode, b.model_id, device, b.identity)
-        dev = avatar.device
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
         K[1, 2] -= y0
-        # The body's own window at the scale its avatar was trained at (neural/crop.py).
         win = crop_lib.body_crop(b.verts, K, cam.R, cam.t, w, h, int(avatar.config.resolution))
         zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
         if win is None:  # behind the camera or outside the frame: nothing to paint
             LAST_CROPS[b.name] = None
             continue
         LAST_CROPS[b.name] = win
-        r = win.res
-        K_win = crop_lib.crop_intrinsics(K, win)
-        frame = FrameInputs(
-            verts=torch.as_tensor(b.verts)[None], joints=torch.as_tensor(b.joints)[None],
-            K=torch.as_tensor(K_win, dtype=torch.float32)[None],
-            R=torch.as_tensor(cam.R, dtype=torch.float32)[None],
-            t=torch.as_tensor(cam.t, dtype=torch.float32)[None], size=(r, r))
-        from ..common.guards import check_bytes
+        jobs.append({"b": b, "path": path, "mode": body_mode, "avatar": avatar, "win": win, "K": K, "zc": zc,
+                     "K_win": crop_lib.crop_intrinsics(K, win)})
+    # 2. the networks: bodies that share an avatar and a window size run as one batch
+    groups: dict = {}
+    for j in jobs:
+        groups.setdefault((id(j["avatar"]), j["win"].res), []).append(j)
+    from ..common.guards import check_bytes
 
-        check_bytes(avatar.render_bytes(r, r) + 64 * h * w, f"Rendering '{b.name}' at {w}×{h} pixels",
+    done = 0
+    for grp in groups.values():
+        if test_break is not None and test_break():
+            raise CancelledError("Render cancelled.")
+        avatar, r, n = grp[0]["avatar"], grp[0]["win"].res, len(grp)
+        f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        frame = FrameInputs(
+            verts=torch.stack([f32(j["b"].verts) for j in grp]), joints=torch.stack([f32(j["b"].joints) for j in grp]),
+            K=torch.stack([f32(j["K_win"]) for j in grp]), R=f32(cam.R)[None].expand(n, 3, 3).contiguous(),
+            t=f32(cam.t)[None].expand(n, 3).contiguous(), size=(r, r))
+        names = ", ".join(f"'{j['b'].name}'" for j in grp)
+        check_bytes(n * avatar.render_bytes(r, r) + 64 * h * w, f"Rendering {names} at {w}×{h} pixels",
                     hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
         try:
             out = avatar.render(frame, precision=precision)
         except torch.OutOfMemoryError:
-            state.record_warning(f"Out of GPU memory on {dev}; rendering {b.name} on the CPU instead.")
-            avatar = avatars.load(path, body_mode, b.model_id, "cpu", b.identity)
+            dev = avatar.device
+            state.record_warning(f"Out of GPU memory on {dev}; rendering {names} on the CPU instead.")
+            j0 = grp[0]
+            avatar = avatars.load(j0["path"], j0["mode"], j0["b"].model_id, "cpu", j0["b"].identity)
             out = avatar.render(frame, precision="fp32")
+        LAST_BATCHES.append([j["b"].name for j in grp])
+        for k, j in enumerate(grp):
+            j["out"] = {key: (v[k:k + 1] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v)
+                        for key, v in out.items()}
+        done += n
+        if progress is not None:
+            progress(done / max(1, len(bodies)))
+    # 3. each body into the frame, in the bodies' order
+    for j in jobs:
+        b, win, out, K_win, r = j["b"], j["win"], j["out"], j["K_win"], j["win"].res
         gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)
         mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device))
         if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
@@ -129,15 +153,13 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         if has_input:
             inp = np.ones((h, w, 3), np.float32)
             inp[ya:yb, xa:xb] = pasted[..., 4:7]
-        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(zc)), "name": b.name,
-                 "mode": body_mode, "crop": (xa, ya, xb, yb), "network_size": r}
+        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(j["zc"])), "name": b.name,
+                 "mode": j["mode"], "crop": (xa, ya, xb, yb), "network_size": r}
         if want_depth and faces_for is not None:
-            cam_crop = scene_io.CameraFrame(K, cam.R, cam.t, w, h, (0, 0, w, h))
+            cam_crop = scene_io.CameraFrame(j["K"], cam.R, cam.t, w, h, (0, 0, w, h))
             layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))
         layers.append(layer)
-        LAST_BODY_MODES[b.name] = body_mode
-        if progress is not None:
-            progress((i + 1) / max(1, len(bodies)))
+        LAST_BODY_MODES[b.name] = j["mode"]
     return layers
 
 

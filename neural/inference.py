@@ -193,7 +193,7 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
         # The weights' hash the bundle's JSON records (load_bundle has just checked it against the
         # file); hashed here only for a bundle that records none.
         digest = read_bundle_meta(bundle_path).get("tensors_sha256") or _sha256(Path(bundle_paths(bundle_path)[0]))
-        key = f"{digest[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}"
+        key = f"{digest[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}-nb"  # nb: any batch size
         xml = os.path.join(_cache_dir(), key + ".xml")
         core = ov.Core()
         if os.path.exists(xml):
@@ -203,14 +203,14 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
             if mode == "VERTEX_PROJECTION":
                 c = avatar.config.unet.in_ch
                 module, example = net, (torch.rand(1, c, 64, 64),)
-                shapes = [ov.PartialShape([1, c, -1, -1])]
+                shapes = [ov.PartialShape([-1, c, -1, -1])]
             else:
                 a = avatar.config.anr
                 module = _AnrCore(net)
                 example = (torch.rand(1, a.texture_channels, 64, 64),) + \
                     ((torch.rand(1, 3, 64, 64),) if a.use_normals else ())
-                shapes = [ov.PartialShape([1, a.texture_channels, -1, -1])] + \
-                    ([ov.PartialShape([1, 3, -1, -1])] if a.use_normals else [])
+                shapes = [ov.PartialShape([-1, a.texture_channels, -1, -1])] + \
+                    ([ov.PartialShape([-1, 3, -1, -1])] if a.use_normals else [])
             with torch.no_grad():
                 model = ov.convert_model(module, example_input=example, input=shapes)
             os.makedirs(_cache_dir(), exist_ok=True)

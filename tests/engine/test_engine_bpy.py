@@ -215,6 +215,39 @@ def test_multi_identity_bundle_each_body_picks_its_identity(addon, tmp_path):
     assert not os.path.exists(tmp_path / "carl.png")
 
 
+def test_bodies_sharing_an_avatar_and_window_size_run_as_one_batch(addon, tmp_path):
+    """Two bodies with the same avatar and window size: one network call for both, and the same
+    picture as rendering each alone (BatchNorm in eval mode: no batch statistics)."""
+    from neural_avatar.lab.scene_setup import add_default_body
+
+    scene, arm = _scene(addon, res=64)
+    scene.neural_avatar.mode = "VERTEX_PROJECTION"
+    scene.neural_avatar.precision = "FP32"
+    path = str(_tiny_bundle(tmp_path, "VERTEX_PROJECTION"))
+    arm.neural_avatar.avatar = path
+    arm2 = add_default_body()
+    arm2.location = (arm.location[0] + 0.7, arm.location[1], arm.location[2])
+    arm2.neural_avatar.avatar = path
+    both = _render(scene, tmp_path / "both.png")
+    assert state.LAST_ERROR == ""
+    sizes = {n: c.res for n, c in final.LAST_CROPS.items()}
+    if sizes[arm.name] == sizes[arm2.name]:
+        assert sorted(map(sorted, final.LAST_BATCHES)) == [sorted([arm.name, arm2.name])], final.LAST_BATCHES
+    else:  # different window sizes: one call each
+        assert len(final.LAST_BATCHES) == 2
+    # each body alone (the other hidden) gives the same pixels in its own window
+    for keep, hide in ((arm, arm2), (arm2, arm)):
+        for o in [hide] + list(hide.children):
+            o.hide_render = True
+        alone = _render(scene, tmp_path / f"alone_{keep.name}.png")
+        for o in [hide] + list(hide.children):
+            o.hide_render = False
+        xa, ya, xb, yb = final.LAST_CROPS[keep.name].visible(64, 64)
+        a, b = both[ya:yb, xa:xb].astype(int), alone[ya:yb, xa:xb].astype(int)
+        assert len(final.LAST_BATCHES) == 1 and final.LAST_BATCHES[0] == [keep.name]
+        assert np.median(np.abs(a - b)) <= 1
+
+
 def test_no_camera_message(addon):
     from neural_avatar.engine import scene_io
     from neural_avatar.errors import NeuralAvatarError
