@@ -73,7 +73,7 @@ def plan(preset: str, modes, data: str, out: str, device: str, minutes: float, i
         if threads:
             argv += ["--threads", str(threads)]
         if minutes > 0:
-            argv += ["--time-limit", str(int(minutes * 60))]
+            argv += ["--time-limit", f"{max(1.0, minutes * 60):g}"]
         if init_dir:
             init = os.path.join(init_dir, mode.lower() + ".json")
             if os.path.isfile(init):
@@ -151,6 +151,18 @@ def main(argv=None) -> int:
         procs.append((mode, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
         print(json.dumps({"event": "started", "mode": mode, "log": os.path.join(a.out, mode.lower(), "train.log")}),
               flush=True)
+    import signal
+
+    def stop_children(signum, _frame):  # Ctrl+C / kill: every run writes its checkpoint and stops
+        for _, child, _ in procs:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, stop_children)
+        except (ValueError, OSError):
+            pass
     failed = []
     for mode, p, log in procs:
         rc = p.wait()

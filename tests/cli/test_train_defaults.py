@@ -11,6 +11,20 @@ import pytest
 from neural_avatar.cli import train_defaults as TD
 
 
+def _run(cmd, timeout=600):
+    """Run the recipe in its own process group: on a timeout the train runs it started die too."""
+    import signal
+
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def test_presets_plan_the_papers_losses_at_the_capture_scale(tmp_path):
     init = tmp_path / "init"
     init.mkdir()
@@ -24,7 +38,7 @@ def test_presets_plan_the_papers_losses_at_the_capture_scale(tmp_path):
     gpu = dict(TD.plan("gpu", TD.MODES, "DATA", "OUT", "cuda", 10, None, True, 0))
     for mode, argv in gpu.items():
         assert argv[argv.index("--patch") + 1] == "256" and argv[argv.index("--device") + 1] == "cuda"
-        assert argv[argv.index("--time-limit") + 1] == "600" and "--resume" in argv and "--init" not in argv
+        assert float(argv[argv.index("--time-limit") + 1]) == 600 and "--resume" in argv and "--init" not in argv
         assert argv[argv.index("--out") + 1] == os.path.join("OUT", mode.lower())
 
 
@@ -36,11 +50,10 @@ def test_gpu_preset_runs_on_the_cpu_and_installs(tmp_path):
     write_synthetic_dataset(str(data), n=6, res=32, seed=0, body_model=body.load_default())
     dest = tmp_path / "avatars"
     dest.mkdir()
-    r = subprocess.run([sys.executable, "-m", "neural_avatar", "train-defaults", "--preset", "gpu", "--device", "cpu",
-                        "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "GAUSSIAN_BONES",
-                        "--minutes", "0.01", "--install", "--install-dir", str(dest),
-                        "--train-args", "--patch 32 --batch 2 --val-frames 1"],
-                       capture_output=True, text=True, timeout=600)
+    r = _run([sys.executable, "-m", "neural_avatar", "train-defaults", "--preset", "gpu", "--device", "cpu",
+              "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "GAUSSIAN_BONES",
+              "--minutes", "0.01", "--install", "--install-dir", str(dest),
+              "--train-args", "--patch 32 --batch 2 --val-frames 1"])
     assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "out" / "gaussian_bones" / "train.log").read_text()
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events] == ["started", "finished", "installed"]
@@ -53,8 +66,7 @@ def test_gpu_preset_runs_on_the_cpu_and_installs(tmp_path):
 
 
 def test_a_failed_run_is_reported(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "neural_avatar", "train-defaults", "--data", str(tmp_path / "none"),
-                        "--out", str(tmp_path / "out"), "--modes", "GAUSSIAN_BONES"],
-                       capture_output=True, text=True, timeout=300)
+    r = _run([sys.executable, "-m", "neural_avatar", "train-defaults", "--data", str(tmp_path / "none"),
+              "--out", str(tmp_path / "out"), "--modes", "GAUSSIAN_BONES"])
     assert r.returncode == 2
     assert json.loads(r.stdout.splitlines()[-1]) == {"event": "error", "failed": ["GAUSSIAN_BONES"]}
