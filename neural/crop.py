@@ -144,6 +144,10 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     m = torch.zeros(1, 1, res, res)
     m[0, 0, torch.as_tensor(i[ok]), torch.as_tensor(j[ok])] = 1.0
     k = max(1, int(round(dilate * res)))
-    m = F.max_pool2d(m, 2 * k + 1, stride=1, padding=k)  # grow
-    m = F.avg_pool2d(m, 2 * k + 1, stride=1, padding=k, count_include_pad=False)  # soften the edge
+    # grow, then soften the edge: square max and box mean, each as two 1-D passes (both are
+    # separable; exact, and O(res² k) instead of O(res² k²), which cost 0.4 s at 512²)
+    m = F.max_pool2d(F.max_pool2d(m, (2 * k + 1, 1), stride=1, padding=(k, 0)), (1, 2 * k + 1), stride=1,
+                     padding=(0, k))
+    m = F.avg_pool2d(F.avg_pool2d(m, (2 * k + 1, 1), stride=1, padding=(k, 0), count_include_pad=False),
+                     (1, 2 * k + 1), stride=1, padding=(0, k), count_include_pad=False)
     return torch.clamp(m * 2.0, 0.0, 1.0)
