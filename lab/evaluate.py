@@ -366,7 +366,9 @@ def evaluate_methods(gt: dict, methods: dict, sequence: np.ndarray, margin: int,
                                     background=gt["background"])
                 r = meth.render(frame, precision=precision)
                 outs.append(r["rgb"].detach().float().cpu().clamp(0, 1))
-                alphas.append(r["mask"].detach().float().cpu())
+                # a method without an alpha (an opaque renderer) covers the whole frame
+                alphas.append(r["mask"].detach().float().cpu() if r.get("mask") is not None
+                              else torch.ones_like(r["rgb"][:, :1]).float().cpu())
             pred = torch.cat(outs)
             per["haze"][name] += M.haze(torch.cat(alphas), gt["mask"][s0:s1], radius).tolist()
             for suffix, m in (("full", None), ("mask", box)):

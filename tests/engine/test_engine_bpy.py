@@ -399,4 +399,8 @@ def test_close_up_runs_at_the_trained_scale(addon, tmp_path):
     bpy.ops.render.render(write_still=True)
     assert state.LAST_ERROR == ""
     win = final.LAST_CROPS[arm.name]
-    assert win is not None and win.side > 160 and win.res == 128
+    from neural_avatar.engine.avatars import default_avatar_path
+    from neural_avatar.neural.bundle import read_bundle_meta
+
+    trained = read_bundle_meta(default_avatar_path(scene.neural_avatar.mode))["resolution"]
+    assert win is not None and win.side > trained and win.res == trained

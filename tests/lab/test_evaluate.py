@@ -11,7 +11,8 @@ import torch
 
 pytestmark = pytest.mark.bpy
 
-KEYS = {"psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flicker"}
+KEYS = {"psnr_mask", "psnr_full", "ssim_mask", "ssim_full", "lpips_mask", "lpips_full", "flip_mask", "flip_full",
+        "haze", "flicker"}
 
 
 def _motion_path(k=0):
@@ -72,14 +73,18 @@ def test_plan_is_deterministic_static_per_sequence_and_frames_the_body():
 
 
 class _Fixed:
-    """A method that returns given images (indexed by the frames' x translation)."""
+    """A method that returns given images (indexed by the frames' x translation) and, when given,
+    alphas; without one the method counts as opaque everywhere."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, alpha=None):
+        self.fn, self.alpha = fn, alpha
 
     def render(self, frame, precision="fp32"):
         idx = frame.verts[:, 0, 0].round().long()
-        return {"rgb": torch.stack([self.fn(int(i)) for i in idx])}
+        out = {"rgb": torch.stack([self.fn(int(i)) for i in idx])}
+        if self.alpha is not None:
+            out["mask"] = torch.stack([self.alpha(int(i)) for i in idx])
+        return out
 
 
 def test_evaluate_methods_aggregates_exactly():
@@ -96,7 +101,7 @@ def test_evaluate_methods_aggregates_exactly():
           "R": torch.eye(3).repeat(N, 1, 1), "t": torch.zeros(N, 3), "size": (H, W), "background": torch.ones(3)}
     seq = np.array([0, 0, 0, 1, 1, 1])
     methods = {
-        "SAME": _Fixed(lambda i: rgb[i]),
+        "SAME": _Fixed(lambda i: rgb[i], alpha=lambda i: mask[i]),
         "OFFSET": _Fixed(lambda i: rgb[i] + 0.1),                      # PSNR = 20 dB exactly
         "FROZEN": _Fixed(lambda i: rgb[0] if i < 3 else rgb[3]),       # never changes inside a sequence
     }
@@ -108,6 +113,10 @@ def test_evaluate_methods_aggregates_exactly():
     same, off, frz = (res["methods"][k] for k in ("SAME", "OFFSET", "FROZEN"))
     assert same["psnr_full"] == 100.0 and same["psnr_mask"] == 100.0
     assert abs(same["ssim_full"] - 1) < 1e-5 and abs(same["lpips_mask"]) < 1e-6 and same["flicker"] == 0.0
+    assert same["flip_full"] < 1e-6 and same["haze"] == 0.0
+    # an opaque method (no alpha) covers the whole frame: haze = the frame outside the grown mask
+    want = 1.0 - (20 + 2) * (16 + 2) / (H * W)  # the mask's box grown by the 1-px haze radius
+    assert abs(off["haze"] - want) < 1e-6 and off["flip_full"] > 0
     assert abs(off["psnr_full"] - 20.0) < 1e-3 and abs(off["psnr_mask"] - 20.0) < 1e-3
     assert off["flicker"] < 1e-6 and off["lpips_full"] > 0
     d_gt = [float((rgb[s + 1:s + 3] - rgb[s:s + 2]).abs().mean()) for s in (0, 3)]
@@ -161,7 +170,8 @@ def test_eval_cli_json_layout_report_and_gt_reuse(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(out.read_text())
-    assert set(data) == {"frames", "methods"} and data["frames"] == 6
+    assert set(data) == {"frames", "methods", "metrics"} and data["frames"] == 6
+    assert "AlexNet" in data["metrics"]["lpips"] and "FLIP" in data["metrics"]["flip"]
     assert list(data["methods"]) == ["CLASSICAL", "VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES"]
     for m in data["methods"].values():
         assert set(m) == KEYS
