@@ -104,12 +104,14 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         groups.setdefault((id(j["avatar"]), j["win"].res), []).append(j)
     from ..common.guards import check_bytes
 
+    def f32(a):
+        return torch.as_tensor(np.asarray(a, np.float32))
+
     done = 0
     for grp in groups.values():
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
         avatar, r, n = grp[0]["avatar"], grp[0]["win"].res, len(grp)
-        f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
         frame = FrameInputs(
             verts=torch.stack([f32(j["b"].verts) for j in grp]), joints=torch.stack([f32(j["b"].joints) for j in grp]),
             K=torch.stack([f32(j["K_win"]) for j in grp]), R=f32(cam.R)[None].expand(n, 3, 3).contiguous(),

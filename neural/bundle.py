@@ -213,14 +213,36 @@ def bundle_identities(meta: dict) -> list:
     return ids
 
 
-def identity_bank(path) -> list:
-    """Every person of a bundle as ``[(name, {"identity.<param>": tensor})]``, the avatar's own
-    first (a one-person bundle: its training identity's name, else "subject")."""
+def _read_weights(path, meta: dict) -> dict:
+    """The tensors of a bundle's ``.safetensors``: present, the file its JSON hashed, within the
+    memory budget, readable (each failure a :class:`BundleError` naming the file)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    st_path, js_path = bundle_paths(path)
+    if not st_path.is_file():
+        raise BundleError(f"Model bundle weights {st_path.name} not found in {st_path.parent}.")
+    want_hash = meta.get("tensors_sha256")
+    if want_hash and _sha256(st_path) != want_hash:
+        raise BundleError(f"The weights {st_path.name} do not belong to {js_path.name} (file changed or "
+                          f"was only partly written). Save the bundle again.")
+    try:
+        check_bytes(st_path.stat().st_size, f"Model bundle weights {st_path.name}")
+    except ResourceLimitError as e:
+        raise BundleError(str(e)) from e
+    try:
+        return load_file(str(st_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise BundleError(f"Model bundle weights {st_path.name} are corrupt: {e}") from e
+
+
+def identity_bank(path) -> list:
+    """Every person of a bundle as ``[(name, {"identity.<param>": tensor})]``, the avatar's own
+    first (a one-person bundle: its training identity's name, else "subject"). The weights are
+    read with :func:`load_bundle`'s checks (hash, size)."""
     meta = read_bundle_meta(path)
     names = bundle_identities(meta)
-    tensors = load_file(str(bundle_paths(path)[0]), device="cpu")
+    tensors = _read_weights(path, meta)
     own = {k: v for k, v in tensors.items() if k.startswith("identity.")}
     if not names:
         ids = (meta.get("training") or {}).get("identities") or ["subject"]
@@ -244,27 +266,11 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
     the neural texture (try-on: any body wears any identity's texture), for SMPLpix the
     vertex colours, for HVS the appearance vectors.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     st_path, js_path = bundle_paths(path)
     meta = read_bundle_meta(path)
     name = st_path.with_suffix("").name
     check_meta(meta, expected_mode, expected_body, name)
-    if not st_path.is_file():
-        raise BundleError(f"Model bundle weights {st_path.name} not found in {st_path.parent}.")
-    want_hash = meta.get("tensors_sha256")
-    if want_hash and _sha256(st_path) != want_hash:
-        raise BundleError(f"The weights {st_path.name} do not belong to {js_path.name} (file changed or "
-                          f"was only partly written). Save the bundle again.")
-    try:
-        check_bytes(st_path.stat().st_size, f"Model bundle weights {st_path.name}")
-    except ResourceLimitError as e:
-        raise BundleError(str(e)) from e
-    try:
-        tensors = load_file(str(st_path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise BundleError(f"Model bundle weights {st_path.name} are corrupt: {e}") from e
+    tensors = _read_weights(path, meta)
 
     cfg = AvatarConfig.from_dict(meta["config"])
 

@@ -50,8 +50,8 @@ def _blur(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), filt, stride=2, groups=x.shape[1])
 
 
-class STAlexLPIPS(nn.Module):
-    """ST-LPIPS with the shift-tolerant AlexNet trunk; inputs RGB in [0, 1], output (B,)."""
+class STAlexTrunk(nn.Module):
+    """The shift-tolerant AlexNet trunk (with its ScalingLayer): RGB in [0, 1] → the 5 ReLU maps."""
 
     source = ("ST-LPIPS AlexNet (shift-tolerant): stlpips-pytorch 0.0.2 trunk + its own linear heads "
               "(stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth); the training loss uses the VGG16 trunk")
@@ -65,12 +65,17 @@ class STAlexLPIPS(nn.Module):
         if extra:
             raise NeuralAvatarError(f"The AlexNet LPIPS weights hold unexpected tensors {extra[:3]}.")
         for k, v in sd.items():
-            self.register_buffer(k.replace(".", "_"), v.detach().float().clone())
+            if not k.startswith("lin"):
+                self.register_buffer(k.replace(".", "_"), v.detach().float().clone())
 
     def _b(self, k: str) -> torch.Tensor:
         return getattr(self, k.replace(".", "_"))
 
-    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if min(x.shape[-2:]) < MIN_SIDE:
+            s = MIN_SIDE / min(x.shape[-2:])
+            size = (max(MIN_SIDE, round(x.shape[-2] * s)), max(MIN_SIDE, round(x.shape[-1] * s)))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         b = self._b
         x = (2.0 * x - 1.0 - b("scaling_layer.shift")) / b("scaling_layer.scale")
         h = F.conv2d(x, b("net.slice1.0.weight"), b("net.slice1.0.bias"), padding=2)
@@ -87,21 +92,9 @@ class STAlexLPIPS(nn.Module):
         h = F.relu(F.conv2d(h, b("net.slice5.13.weight"), b("net.slice5.13.bias"), padding=1))
         return [f1, f2, f3, f4, h]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < MIN_SIDE:
-            s = MIN_SIDE / min(x.shape[-2:])
-            size = (max(MIN_SIDE, round(x.shape[-2] * s)), max(MIN_SIDE, round(x.shape[-1] * s)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-        d = x.new_zeros(x.shape[0])
-        for k, (a, c) in enumerate(zip(self.features(x), self.features(y))):
-            a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            c = c / (c.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            d = d + F.conv2d((a - c) ** 2, self._b(f"lin{k}.model.1.weight")).mean((1, 2, 3))
-        return d
 
-
-def load(device: torch.device) -> STAlexLPIPS:
+def load(device: torch.device):
+    """The ST-LPIPS AlexNet metric: :class:`STAlexTrunk` + its heads in ``metrics.LPIPSModel``."""
     p = weights_path()
     if p is None:
         raise NeuralAvatarError("The LPIPS metric needs stlpips-pytorch==0.0.2's AlexNet weights "
@@ -113,4 +106,8 @@ def load(device: torch.device) -> STAlexLPIPS:
     sd = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(sd, dict):
         raise NeuralAvatarError("The AlexNet LPIPS weights are not a state dict.")
-    return STAlexLPIPS(sd).to(device).eval()
+    from .metrics import LPIPSModel
+
+    trunk = STAlexTrunk(sd)
+    heads = [sd[f"lin{k}.model.1.weight"] for k in range(len(CHANNELS))]
+    return LPIPSModel(trunk, heads, STAlexTrunk.source, channels=CHANNELS).to(device).eval()

@@ -185,9 +185,9 @@ LPIPS_VGG_SOURCE: str = _describe_source()
 
 
 def _describe_alex() -> str:
-    from .alexnet import STAlexLPIPS, weights_path
+    from .alexnet import STAlexTrunk, weights_path
 
-    return STAlexLPIPS.source if weights_path() else "unavailable: stlpips-pytorch==0.0.2 is not installed"
+    return STAlexTrunk.source if weights_path() else "unavailable: stlpips-pytorch==0.0.2 is not installed"
 
 
 #: What :func:`lpips_distance` (the default, AlexNet) uses on this machine (decided from the
@@ -200,13 +200,15 @@ def lpips_source() -> str:
 
 
 class LPIPSModel(nn.Module):
-    """VGG16 trunk + 5 linear 1x1 heads (no bias), Zhang et al. 2018 eq. 1."""
+    """A trunk (VGG16, or the ST AlexNet of :mod:`.alexnet`) returning 5 feature maps + 5 linear
+    1x1 heads (no bias), Zhang et al. 2018 eq. 1; ``channels``: the trunk's feature widths."""
 
-    def __init__(self, vgg: VGG16Features, heads: Sequence[torch.Tensor], source: str):
+    def __init__(self, vgg: nn.Module, heads: Sequence[torch.Tensor], source: str,
+                 channels: Sequence[int] = LAYER_CHANNELS):
         super().__init__()
         self.vgg = vgg
         for k, w in enumerate(heads):
-            if tuple(w.shape) != (1, LAYER_CHANNELS[k], 1, 1):
+            if tuple(w.shape) != (1, channels[k], 1, 1):
                 raise NeuralAvatarError(f"LPIPS head {k} has shape {tuple(w.shape)}")
             self.register_buffer(f"w{k}", w.float().clone())
         self.source = source

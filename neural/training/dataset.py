@@ -66,6 +66,18 @@ class FrameTargets:
 # ------------------------------------------------------------------------ validation
 
 
+def _rescale(rgb: np.ndarray, m: np.ndarray, K, f: float):
+    """Image and mask resized by ``f`` (area filter down, linear up) and K scaled to match."""
+    from ..inputs.camera import scale_krt
+
+    cv2 = _cv2()
+    H, W = m.shape
+    h2, w2 = max(1, round(H * f)), max(1, round(W * f))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    return (cv2.resize(rgb, (w2, h2), interpolation=interp), cv2.resize(m, (w2, h2), interpolation=interp),
+            scale_krt(K, (w2 / W, h2 / H)))
+
+
 def _load_json(path: str, what: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"The dataset has no {what} ({os.path.basename(path)} is missing).")
@@ -435,46 +447,39 @@ class CaptureDataset(torch.utils.data.Dataset):
     def _augment(self, rgb: np.ndarray, m: np.ndarray, K: np.ndarray, rng: np.random.Generator):
         """ANR sec. 4.1: rescale by f ~ U[a,b], random crop (f>1) or pad with the background
         (f<1) back to the output size; returns the new rgb, mask and K."""
-        from ..inputs.camera import crop_krt, scale_krt
-
-        cv2 = _cv2()
         H, W = self.size
         f = float(rng.uniform(*self.scale_range))
-        h2, w2 = max(1, round(H * f)), max(1, round(W * f))
-        sx, sy = w2 / W, h2 / H
-        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-        rgb2 = cv2.resize(rgb, (w2, h2), interpolation=interp)
-        m2 = cv2.resize(m, (w2, h2), interpolation=interp)
-        K2 = scale_krt(K, (sx, sy))
+        rgb2, m2, K2 = _rescale(rgb, m, K, f)
+        h2, w2 = m2.shape
         # offset of the output window's top-left corner in the rescaled image
         x0 = int(rng.integers(min(0, w2 - W), max(0, w2 - W) + 1))
         y0 = int(rng.integers(min(0, h2 - H), max(0, h2 - H) + 1))
-        out_rgb = np.empty((H, W, 3), np.float32)
+        return self._window(rgb2, m2, K2, y0, x0, H, W)
+
+    def _window(self, rgb, m, K, y0: int, x0: int, h: int, w: int):
+        """The ``h`` x ``w`` window of ``rgb``/``m`` with top-left ``(x0, y0)`` (background and
+        mask 0 where it leaves the image) and the window's K."""
+        from ..inputs.camera import crop_krt
+
+        out_rgb = np.empty((h, w, 3), np.float32)
         out_rgb[:] = np.asarray(self.background, np.float32)
-        out_m = np.zeros((H, W), np.float32)
-        ys, xs = max(0, y0), max(0, x0)
-        ye, xe = min(h2, y0 + H), min(w2, x0 + W)
-        out_rgb[ys - y0:ye - y0, xs - x0:xe - x0] = rgb2[ys:ye, xs:xe]
-        out_m[ys - y0:ye - y0, xs - x0:xe - x0] = m2[ys:ye, xs:xe]
-        return out_rgb, out_m, crop_krt(K2, x0, y0)
+        out_m = np.zeros((h, w), np.float32)
+        ya, xa = max(0, y0), max(0, x0)
+        yb, xb = min(m.shape[0], y0 + h), min(m.shape[1], x0 + w)
+        if yb > ya and xb > xa:
+            out_rgb[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[ya:yb, xa:xb]
+            out_m[ya - y0:yb - y0, xa - x0:xb - x0] = m[ya:yb, xa:xb]
+        return out_rgb, out_m, crop_krt(K, x0, y0)
 
     def _patch(self, rgb: np.ndarray, m: np.ndarray, K: np.ndarray, rng: np.random.Generator):
         """A ``patch``-sided window (see the class docstring) of the frame, rescaled first by
         ``f ~ U[scale_range]`` when augmenting; outside the frame it is background."""
-        from ..inputs.camera import crop_krt, scale_krt
-
-        cv2 = _cv2()
         P = self.patch
-        H, W = rgb.shape[:2]
         if self.augment:
             f = float(rng.uniform(*self.scale_range))
             if abs(f - 1.0) > 1e-6:
-                h2, w2 = max(1, round(H * f)), max(1, round(W * f))
-                interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-                K = scale_krt(K, (w2 / W, h2 / H))
-                rgb = cv2.resize(rgb, (w2, h2), interpolation=interp)
-                m = cv2.resize(m, (w2, h2), interpolation=interp)
-                H, W = h2, w2
+                rgb, m, K = _rescale(rgb, m, K, f)
+        H, W = m.shape
         ys, xs = np.nonzero(m > 0.5)
         if len(ys):
             cy = float(rng.uniform(ys.min(), ys.max() + 1))
@@ -482,15 +487,7 @@ class CaptureDataset(torch.utils.data.Dataset):
         else:
             cy, cx = float(rng.uniform(0, H)), float(rng.uniform(0, W))
         y0, x0 = int(round(cy - P / 2)), int(round(cx - P / 2))
-        out_rgb = np.empty((P, P, 3), np.float32)
-        out_rgb[:] = np.asarray(self.background, np.float32)
-        out_m = np.zeros((P, P), np.float32)
-        ya, xa = max(0, y0), max(0, x0)
-        yb, xb = min(H, y0 + P), min(W, x0 + P)
-        if yb > ya and xb > xa:
-            out_rgb[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[ya:yb, xa:xb]
-            out_m[ya - y0:yb - y0, xa - x0:xb - x0] = m[ya:yb, xa:xb]
-        return out_rgb, out_m, crop_krt(K, x0, y0)
+        return self._window(rgb, m, K, y0, x0, P, P)
 
     def get(self, k: int, step: Optional[int] = None) -> dict:
         """Sample at split position ``k``. With augmentation the random rescale/crop is drawn
@@ -801,7 +798,7 @@ def merge_captures(parts: Sequence[str], out: str, names: Sequence[str], extra: 
     unit). Returns the merged ``dataset.json``."""
     import shutil
 
-    from ...common.guards import load_npz, safe_name
+    from ...common.guards import load_npy, load_npz, safe_name
 
     if len(parts) != len(names) or not parts:
         raise DatasetError("merge_captures needs one name per part (and at least one part).")
@@ -844,8 +841,6 @@ def merge_captures(parts: Sequence[str], out: str, names: Sequence[str], extra: 
         mi = np.asarray(body["motion_index"]) if "motion_index" in body else np.zeros(n, np.int64)
         arrays.setdefault("motion_index", []).append(np.asarray(remap, np.int64)[mi] if remap else mi)
         arrays.setdefault("identity_index", []).append(np.full(n, k, np.int64))
-        from ...common.guards import load_npy
-
         vc = load_npy(os.path.join(p, "vertex_colors.npy"), "vertex_colors.npy", DatasetError)
         colors.append(vc.reshape(-1, vc.shape[-1]) if vc.ndim == 3 else vc)
         for s, idx in m["splits"].items():

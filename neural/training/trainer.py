@@ -492,9 +492,7 @@ class _Trainer:
         net = self.avatar.network_parameters()
         ident = [p for b in self.banks for p in b.values()]
         self.opts: Dict[str, torch.optim.Optimizer] = {}
-        if cfg.fit_identity is not None:
-            net = []  # fitting: the renderer is frozen
-        if not net:
+        if not net:  # fitting an identity: train() froze the renderer
             lr_id = cfg.lr_identity if cfg.lr_identity is not None else (1e-3 if self.mode == NEURAL_TEXTURE else lr)
             self.opts["identity"] = torch.optim.Adam(ident, lr=lr_id)
         elif self.mode == GAUSSIAN_BONES:
@@ -960,9 +958,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     bank = identity_bank(cfg.init)
                     if cfg.fit_identity in [n for n, _ in bank]:
                         raise NeuralAvatarError(f"The bundle already has an identity '{cfg.fit_identity}'.")
+                    own = dict(trainer.avatar.named_parameters())
                     with torch.no_grad():
                         for n, t in bank[0][1].items():
-                            dict(trainer.avatar.named_parameters())[n].data.copy_(t)
+                            own[n].data.copy_(t)
                     idents = [(bank[0][0], {})] + bank[1:] + [(cfg.fit_identity, fitted)]
                 elif ds.num_identities > 1:
                     idents = [(ds.identities[0], {})] + [(ds.identities[k], trainer.identity_tensors(k))
