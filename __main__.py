@@ -14,6 +14,8 @@ VERBS = {
     "capture": ("cli.capture", "main", "capture a training dataset from the demo subject"),
     "train": ("cli.train", "main", "train an avatar (any mode) from a dataset folder"),
     "fit-identity": ("cli.fit_identity", "main", "fit a new person's texture/appearance with a trained renderer frozen"),
+    "avatar-from-image": ("cli.from_image", "main", "a new person for a generalizable GAUSSIAN_BONES avatar from one image"),
+    "avatar-from-views": ("cli.from_views", "main", "a PIXEL_ALIGNED person from a few source views (no training)"),
     "train-defaults": ("cli.train_defaults", "main", "the default avatars' recipe: all three modes (--preset cpu|gpu)"),
     "eval": ("cli.eval", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
     "bench": ("cli.bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),

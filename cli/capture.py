@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=subject.CYCLES_SAMPLES, help="Cycles samples per pixel")
     ap.add_argument("--motions", nargs="+", default=None, help="AMASS/SMPL .npz clips (default: bundled clips)")
     ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--views", type=int_in(1, 64, "--views"), default=1,
+                    help="synchronised views: each pose seen by V cameras spread around the body "
+                         "(--frames must be a multiple of V); body.npz gains pose_group")
     ap.add_argument("--subjects", type=int_in(1, 10_000, "--subjects"), default=None,
                     help="capture N random zoo subjects (lab.subject.SubjectSpec.random) instead of the demo "
                          "subject: each into OUT/subjects/<name>/ (resumable), then merged into one "
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
     subj = subject.build_demo_subject(ctx, texture_size=a.texture_size)
     print(json.dumps({"subject": subj["armature"].name, "seconds": round(time.perf_counter() - t0, 2)}), flush=True)
     summary = capture_dataset(ctx, a.out, a.frames, a.res, engine, a.seed, a.motions, arm=subj["armature"],
-                              samples=a.samples, vertex_colors=subj["vertex_colors"],
+                              samples=a.samples, vertex_colors=subj["vertex_colors"], views=a.views,
                               progress=lambda info: print(json.dumps(info), flush=True))
     print(json.dumps({"finished": summary}), flush=True)
     return 0
@@ -81,7 +84,7 @@ def _capture_zoo(a, engine: str) -> int:
         print(json.dumps({"subject": spec.name, "spec": spec.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}),
               flush=True)
         summary = capture_dataset(ctx, part, a.frames, a.res, engine, a.seed + k, a.motions, arm=subj["armature"],
-                                  samples=a.samples, vertex_colors=subj["vertex_colors"],
+                                  samples=a.samples, vertex_colors=subj["vertex_colors"], views=a.views,
                                   progress=lambda info, n=spec.name: print(json.dumps({"subject": n, **info}), flush=True))
         parts.append(part)
         names.append(spec.name)

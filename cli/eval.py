@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         _log(f"warning: {warn}")
     model = body_lib.load_default()
     motions = load_motions(a.motion)
+    if a.unseen_subjects:
+        return _unseen(a, model, motions, device, t_start)
     bundles = resolve_avatars(a.avatar)
     avatars = {}
     for mode in MODES:
@@ -131,6 +133,44 @@ def main(argv=None) -> int:
     return 0
 
 
+def _unseen(a, model, motions, device, t_start) -> int:
+    """``--unseen-subjects K``: lab/unseen.py's protocol."""
+    from ..lab import subject, unseen
+    from ..neural.evaluation import metrics as M
+    from ..neural.evaluation import report
+
+    bundles = resolve_avatars(a.avatar) if a.avatar else unseen.default_bundles()
+    samples = subject.CYCLES_SAMPLES if a.samples is None else int(a.samples)
+    engine = "BLENDER_WORKBENCH" if a.engine == "WORKBENCH" else a.engine
+    own_tmp = a.gt_dir is None
+    gt_root = tempfile.mkdtemp(prefix="na_unseen_") if own_tmp else os.path.abspath(a.gt_dir)
+    _log(f"unseen subjects: {a.unseen_subjects} x ({len(motions)} motion(s) x {a.views} view(s) x {a.frames} frames), "
+         f"{a.res}px, methods {', '.join([CLASSICAL] + list(bundles))}")
+    try:
+        out = unseen.evaluate_unseen(bundles, a.unseen_subjects, a.motion, motions, a.views, a.frames, a.fps, a.seed,
+                                     a.start, a.res, engine, samples, gt_root, device, model, a.texture_size,
+                                     a.batch, a.fit_steps)
+    finally:
+        if own_tmp:
+            shutil.rmtree(gt_root, ignore_errors=True)
+    result = out["result"]
+    result["metrics"] = {"lpips": M.LPIPS_SOURCE, "flip": "NVIDIA FLIP (LDR), flip-evaluator " + _version("flip-evaluator"),
+                         "bbox_margin_px": max(1, int(round(a.res / 32)))}
+    result["settings"] = {"motions": [os.path.basename(p) for p in a.motion], "views": a.views, "frames": a.frames,
+                          "seed": a.seed, "res": a.res, "engine": a.engine, "samples": samples,
+                          "fit_steps": a.fit_steps}
+    _write_json(a.json, result)
+    print(report.table_markdown(result["methods"]), end="")
+    if a.report:
+        notes = [f"Unseen-subjects protocol (lab/unseen.py): {a.unseen_subjects} zoo subjects never trained on, "
+                 f"{result['frames']} frames in all, {a.res}x{a.res}, ground truth by {a.engine}."]
+        notes += [f"{m}: {d}" for m, d in result["inputs"].items()]
+        files = report.write_report(a.report, result, grid=out["grid"], notes=notes, details=result)
+        print(f"report: {files['index.html']}")
+    print(f"metrics: {os.path.abspath(a.json)} ({time.perf_counter() - t_start:.1f} s)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m neural_avatar eval",
@@ -158,4 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gt-dir", default=None, help="keep (and reuse) the ground-truth capture here")
     ap.add_argument("--device", default="CPU", help="AUTO, CUDA, MPS or CPU for the networks")
     ap.add_argument("--batch", type=int, default=4, help="frames per network batch")
+    ap.add_argument("--unseen-subjects", type=int_in(1, 1000, "--unseen-subjects"), default=None, metavar="K",
+                    help="the new-people protocol (lab/unseen.py): K zoo subjects no avatar was trained on; "
+                         "default avatars: the generalizable bundles in data/avatars/zoo")
+    ap.add_argument("--fit-steps", type=int_in(1, 1_000_000, "--fit-steps"), default=300,
+                    help="NEURAL_TEXTURE texture-fitting steps per unseen subject (renderer frozen)")
     return ap

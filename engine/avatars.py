@@ -45,9 +45,9 @@ def resolve(avatar_setting: str, scene_mode: str, model_id: str, abspath=None) -
     return path, read_bundle_meta(path)["mode"]
 
 
-def load(path: str, mode: str, model_id: str, device: str, identity: str = ""):
+def load(path: str, mode: str, model_id: str, device: str, identity: str = "", sources: str = ""):
     """Load (or reuse) the bundle at ``path`` for ``mode`` on ``device`` showing ``identity`` (of
-    a multi-identity bundle; '' = its first); the mode and body checks run on every call, a
-    changed file is reloaded."""
+    a multi-identity bundle; '' = its first) or, for PIXEL_ALIGNED, the person of the source-views
+    folder ``sources``; the mode and body checks run on every call, a changed file is reloaded."""
     return cache.models().get(path, device=device, expected_mode=mode, expected_body=model_id or None,
-                              identity=identity or None)
+                              identity=identity or None, sources=sources or None)

@@ -86,7 +86,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
         path, body_mode = avatars.resolve(b.avatar_path, mode, b.model_id, abspath)
-        avatar = _load_with_fallback(path, body_mode, b.model_id, device, b.identity)
+        avatar = _load_with_fallback(path, body_mode, b.model_id, device, b.identity, b.sources)
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
         K[1, 2] -= y0
@@ -125,7 +125,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             dev = avatar.device
             state.record_warning(f"Out of GPU memory on {dev}; rendering {names} on the CPU instead.")
             j0 = grp[0]
-            avatar = avatars.load(j0["path"], j0["mode"], j0["b"].model_id, "cpu", j0["b"].identity)
+            avatar = avatars.load(j0["path"], j0["mode"], j0["b"].model_id, "cpu", j0["b"].identity, j0["b"].sources)
             out = avatar.render(frame, precision="fp32")
         LAST_BATCHES.append([j["b"].name for j in grp])
         for k, j in enumerate(grp):
@@ -165,14 +165,14 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
     return layers
 
 
-def _load_with_fallback(path, mode, model_id, device, identity=""):
+def _load_with_fallback(path, mode, model_id, device, identity="", sources=""):
     import torch
 
     try:
-        return avatars.load(path, mode, model_id, device, identity)
+        return avatars.load(path, mode, model_id, device, identity, sources)
     except torch.OutOfMemoryError:
         state.record_warning(f"Out of GPU memory loading the avatar on {device}; using the CPU.")
-        return avatars.load(path, mode, model_id, "cpu", identity)
+        return avatars.load(path, mode, model_id, "cpu", identity, sources)
 
 
 def render_frame(engine, depsgraph) -> None:

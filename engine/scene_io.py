@@ -23,6 +23,7 @@ class BodyFrame:
     model_id: str
     avatar_path: str  # as set on the body ('' → the shipped default)
     identity: str = ""  # the person of a multi-identity bundle ('' → its first)
+    sources: str = ""  # PIXEL_ALIGNED: the source-views capture folder of the person (absolute)
 
 
 @dataclass
@@ -96,7 +97,13 @@ def body_frames(depsgraph) -> list[BodyFrame]:
         heads = np.array([pbs[n].head for n in names], dtype=np.float32).reshape(-1, 3)
         joints = heads @ aw[:3, :3].T + aw[:3, 3]
         s = obj.neural_avatar
-        out.append(BodyFrame(obj.name, verts, joints, s.model_id, s.avatar, s.identity if s.avatar else ""))
+        if s.source_views:
+            import bpy
+
+            src = bpy.path.abspath(s.source_views)
+        else:
+            src = ""
+        out.append(BodyFrame(obj.name, verts, joints, s.model_id, s.avatar, s.identity if s.avatar else "", src))
     return out
 
 

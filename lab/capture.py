@@ -82,8 +82,13 @@ def _heading(root_aa: np.ndarray) -> float:
     return math.atan2(f[1], f[0])
 
 
-def make_plan(model, motions, frames: int, seed: int, betas=None) -> dict:
+def make_plan(model, motions, frames: int, seed: int, betas=None, views: int = 1) -> dict:
     """Which motion frame and which camera each dataset frame gets (deterministic in ``seed``).
+
+    ``views`` > 1 captures synchronised views: consecutive groups of ``views`` frames share one
+    pose and are seen from cameras spread evenly (jittered) over the split's yaw range, like a
+    multi-camera studio (AniPixel / HVS source views). ``pose_group (N,)`` says which frames
+    share a pose; with ``views == 1`` every frame is its own group.
 
     ``motions``: list of :class:`..motion.Motion`. Returns a dict of arrays (length ``frames``):
     ``split`` (str), ``motion_index``, ``frame_in_motion``, ``poses (N,J,3)``, ``transl (N,3)``,
@@ -95,9 +100,15 @@ def make_plan(model, motions, frames: int, seed: int, betas=None) -> dict:
         raise DatasetError(f"The number of frames must be a positive integer, got {frames!r}.")
     if not motions:
         raise DatasetError("No motion clips to pose the subject with.")
+    if not isinstance(views, (int, np.integer)) or isinstance(views, bool) or not 1 <= views <= 64:
+        raise DatasetError(f"The number of synchronised views must be 1 to 64, got {views!r}.")
+    if frames % views:
+        raise DatasetError(f"{frames} frames do not split into groups of {views} synchronised views; "
+                           "choose a multiple.")
     J = model.num_joints
     rng = np.random.default_rng(int(seed))
-    n_tr, n_va, n_te = split_counts(int(frames))
+    V = int(views)
+    n_tr, n_va, n_te = (c * V for c in split_counts(int(frames) // V))
     M = len(motions)
     order = rng.permutation(M)
     # per split: list of (motion index, first frame, end frame)
@@ -132,21 +143,23 @@ def make_plan(model, motions, frames: int, seed: int, betas=None) -> dict:
     out = {"split": np.asarray(splits), "motion_index": np.zeros(N, np.int64),
            "frame_in_motion": np.zeros(N, np.int64), "poses": np.zeros((N, J, 3)),
            "transl": np.zeros((N, 3)), "yaw_rel": np.zeros(N), "cam_world": np.zeros((N, 4, 4)),
-           "target": np.zeros((N, 3)), "sector": sector}
+           "target": np.zeros((N, 3)), "sector": sector, "pose_group": np.arange(N) // V}
     pose_cache = {}
     b = np.zeros(model.num_betas) if betas is None else np.asarray(betas, np.float64)
     half_fov = math.atan(0.5 * SENSOR_MM / LENS_MM)
     for i, sp in enumerate(splits):
-        m, f0, f1 = spans[sp][int(rng.integers(len(spans[sp])))]
-        f = int(rng.integers(f0, max(f1, f0 + 1)))
-        if m not in pose_cache:
-            pose_cache[m] = motions[m].pose_aa(J)
-        pose = pose_cache[m][f]
-        trans = np.asarray(motions[m].trans[f], np.float64)
-        if sp == "train":
-            yaw = (sector + HOLDOUT_SECTOR_DEG + rng.uniform(0.0, 360.0 - HOLDOUT_SECTOR_DEG)) % 360.0
-        else:
-            yaw = (sector + rng.uniform(0.0, HOLDOUT_SECTOR_DEG)) % 360.0
+        k = i % V  # view within the pose group
+        if k == 0:
+            m, f0, f1 = spans[sp][int(rng.integers(len(spans[sp])))]
+            f = int(rng.integers(f0, max(f1, f0 + 1)))
+            if m not in pose_cache:
+                pose_cache[m] = motions[m].pose_aa(J)
+            pose = pose_cache[m][f]
+            trans = np.asarray(motions[m].trans[f], np.float64)
+        lo_y, span = (sector + HOLDOUT_SECTOR_DEG, 360.0 - HOLDOUT_SECTOR_DEG) if sp == "train" \
+            else (sector, HOLDOUT_SECTOR_DEG)
+        # one view: uniform over the range; V views: stratified (view k in the k-th of V slices)
+        yaw = (lo_y + span * (k + rng.uniform(0.0, 1.0)) / V) % 360.0
         dist_scale = rng.uniform(1.0, 1.25)
         elev = rng.uniform(-0.15, 0.45)  # camera height above the centre, fraction of distance
         v, _ = kinematics.forward(model, b, pose, trans)
@@ -300,7 +313,7 @@ class CaptureJob:
 
     def __init__(self, context, arm, out_dir: str, frames: int, res: int, engine: str = "CYCLES",
                  seed: int = 0, motions=None, background=subject.DEFAULT_BACKGROUND,
-                 samples: int = subject.CYCLES_SAMPLES, model=None, vertex_colors=None):
+                 samples: int = subject.CYCLES_SAMPLES, model=None, vertex_colors=None, views: int = 1):
         from .. import motion as motion_lib
 
         if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
@@ -331,9 +344,12 @@ class CaptureJob:
                          "engine": self.engine_req, "samples": self.samples, "background": list(self.background),
                          "motions": [os.path.basename(p) for p in paths], "body_model": self.model.model_id,
                          "betas": [round(float(x), 6) for x in self.betas]}
+        self.views = int(views)
+        if self.views != 1:  # absent for single-view captures, so older captures still resume
+            self.settings["views"] = self.views
         _check_writable(self.out_dir)
         self._check_resume()
-        self.plan = make_plan(self.model, self.motions, int(frames), self.seed, self.betas)
+        self.plan = make_plan(self.model, self.motions, int(frames), self.seed, self.betas, self.views)
         self.N = int(frames)
         self.i = 0
         self.rendered = 0
@@ -476,9 +492,10 @@ class CaptureJob:
                    "R": self.cams[i][1].tolist(), "t": self.cams[i][2].tolist(),
                    "width": self.scene.render.resolution_x, "height": self.scene.render.resolution_y}
                   for i in range(N)]
+        extra = {"pose_group": p["pose_group"]} if self.views > 1 else {}
         np.savez(os.path.join(self.out_dir, "body.npz"), poses=p["poses"],
                  betas=np.repeat(self.betas[None], N, 0), transl=p["transl"], object_matrix=self.object_matrix,
-                 motion_index=p["motion_index"], frame_in_motion=p["frame_in_motion"])
+                 motion_index=p["motion_index"], frame_in_motion=p["frame_in_motion"], **extra)
         np.save(os.path.join(self.out_dir, "vertex_colors.npy"), self.vertex_colors)
         with open(os.path.join(self.out_dir, "cameras.json"), "w", encoding="utf-8") as f:
             json.dump({"frames": frames}, f)
@@ -491,6 +508,7 @@ class CaptureJob:
             "background": list(self.background), "splits": splits,
             "motions": [os.path.splitext(os.path.basename(x))[0] for x in self.motion_paths],
             "cameras": cam_ids,
+            **({"views_per_pose": self.views} if self.views > 1 else {}),
             "capture": {"seed": self.seed, "samples": self.samples, "lens_mm": LENS_MM, "sensor_mm": SENSOR_MM,
                         "holdout_sector_deg": [float(p["sector"]), HOLDOUT_SECTOR_DEG],
                         "yaw_rel_deg": [round(float(y), 3) for y in p["yaw_rel"]]},

@@ -83,7 +83,7 @@ def resolve_avatars(paths) -> dict:
     that exist. Raises :class:`BundleError` for a missing/invalid bundle, two bundles of one mode,
     or no default avatar at all."""
     from ..neural.bundle import bundle_paths, read_bundle_meta
-    from ..neural.config import MODES
+    from ..neural.config import IMAGE_MODES as MODES  # PIXEL_ALIGNED needs a person's views: --unseen-subjects
     from ..engine.avatars import default_avatar_path
 
     out = {}
@@ -94,6 +94,9 @@ def resolve_avatars(paths) -> dict:
                 raise BundleError(f"Avatar bundle '{p}' not found (expected {st.name} and {js.name}).")
             meta = read_bundle_meta(p)
             mode = meta["mode"]
+            if mode not in MODES:
+                raise BundleError(f"{os.path.basename(str(p))} is a {mode} avatar: it renders a person from their "
+                                  "source views, so it is evaluated by eval --unseen-subjects.")
             if mode in out:
                 raise BundleError(f"Two avatars of mode {mode} were given ({out[mode]} and {p}); "
                                   "evaluate one bundle per mode at a time.")
@@ -210,7 +213,7 @@ def plan_digest(plan: dict, settings: dict) -> str:
 
 # ------------------------------------------------------------------------------ ground truth (bpy)
 def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples: int, seed: int,
-                        motion_paths, texture_size: int = 1024, progress=None) -> dict:
+                        motion_paths, texture_size: int = 1024, progress=None, spec=None) -> dict:
     """Render the demo subject for every planned frame into ``gt_dir`` (a capture folder).
 
     Starts from factory settings (the current Blender session's scene is replaced). When
@@ -222,6 +225,8 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
 
     settings = {"res": int(res), "engine": str(engine).upper(), "samples": int(samples),
                 "texture_size": int(texture_size)}
+    if spec is not None:  # a zoo subject instead of the demo subject (the unseen-subjects protocol)
+        settings["subject"] = spec.to_dict()
     digest = plan_digest(plan, settings)
     plan_path = os.path.join(gt_dir, PLAN_FILE)
     if os.path.isfile(plan_path):
@@ -254,7 +259,8 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
         registered_here = True
     try:
         ctx = bpy.context
-        subj = subject.build_demo_subject(ctx, texture_size=int(texture_size))
+        subj = subject.build_demo_subject(ctx, texture_size=int(texture_size),
+                                          **({"spec": spec} if spec is not None else {}))
         N = len(plan["sequence"])
         job = capture.CaptureJob(ctx, subj["armature"], gt_dir, N, int(res), settings["engine"], int(seed),
                                  [str(p) for p in motion_paths], samples=int(samples),

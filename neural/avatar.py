@@ -32,8 +32,8 @@ from torch import nn
 
 from ..errors import NeuralAvatarError
 from .networks.anr import AnrRenderer, composite
-from .config import GAUSSIAN_BONES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
-from .networks.style import StyleUNet
+from .config import GAUSSIAN_BONES, NEURAL_TEXTURE, PIXEL_ALIGNED, VERTEX_PROJECTION, AvatarConfig
+from .networks.style import AppearanceEncoder, StyleUNet
 from .networks.unet import SMPLpixUNet
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -471,10 +471,48 @@ class GaussianBonesAvatar(Avatar):
         else:
             self.identity.register_buffer("log_widths", log_w)
         self.net = StyleUNet(s, out_mask=config.output_mask)
+        self.encoder = AppearanceEncoder(s) if s.encoder else None
 
     @property
     def input_channels(self) -> int:
         return self.config.style.appearance_dim
+
+    def _appearance(self, B: int) -> torch.Tensor:
+        """``(B, M, A)``: the identity's vectors, or per-sample ones swapped in for training
+        (``identity.appearance`` given as ``(B, M, A)`` through ``functional_call``)."""
+        app = self.identity.appearance
+        return app[None].expand(B, -1, -1) if app.dim() == 2 else app
+
+    def encode_appearance(self, src) -> torch.Tensor:
+        """HVS eq. 4: ``a (B, M, A)`` from source views (:class:`.inputs.source.SourceViews`)
+        of a person, none of whom need be a trained identity: each view is cropped to the body
+        at ``encoder_res``, the primitives' weights are rendered in it from its camera and the
+        source pose (eq. 11-14), and :class:`.networks.style.AppearanceEncoder` reads it. With
+        several views the vectors are averaged, weighted by each limb's visibility."""
+        from .inputs.gaussians import bone_gaussians, gaussian_weights
+        from .inputs.source import crop_to_body
+
+        if self.encoder is None:
+            raise NeuralAvatarError("This GAUSSIAN_BONES avatar has no appearance encoder: it was trained for its "
+                                    "own people only. Use a generalizable (zoo-trained) HVS bundle.")
+        s = self.config.style
+        fs = max(1, s.encoder_res // 4)
+        with fp32_inputs(src.rgb.device):
+            crop = crop_to_body(src, s.encoder_res)
+            mu, cov = bone_gaussians(crop.joints, self.parents, self.identity.log_widths.exp().detach())
+            ws = []
+            for v in range(crop.num_views):
+                K = crop.K[:, v].clone()
+                K[:, :2] = K[:, :2] * (fs / s.encoder_res)
+                ws.append(gaussian_weights(mu, cov, K, crop.R[:, v], crop.t[:, v], (fs, fs)))
+        outs, vis = [], []
+        for v, w in enumerate(ws):
+            outs.append(self.encoder(crop.rgb[:, v], crop.mask[:, v], w))
+            vis.append(w[:, : s.num_primitives].flatten(2).mean(-1, keepdim=True) + 1e-4)
+        if len(outs) == 1:
+            return outs[0]
+        wv = torch.stack(vis, 0)
+        return (torch.stack(outs, 0) * wv).sum(0) / wv.sum(0)
 
     def make_input(self, frame: FrameInputs) -> dict[str, Any]:
         from .inputs.gaussians import bone_gaussians, render_gaussians
@@ -486,13 +524,13 @@ class GaussianBonesAvatar(Avatar):
         M = self.config.style.num_primitives
         if mu.shape[1] != M:
             raise NeuralAvatarError(f"The skeleton gives {mu.shape[1]} bone primitives, the avatar has {M}.")
-        app = self.identity.appearance[None].expand(B, -1, -1)
+        app = self._appearance(B)
         feat = render_gaussians(mu, cov, app, frame.K, frame.R, frame.t, frame.size,
                                 self.identity.background_appearance)
         return {"input": feat, "depth": None}
 
     def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:
-        y = self.net(inputs["input"], self.identity.appearance[None])
+        y = self.net(inputs["input"], self._appearance(inputs["input"].shape[0]))
         return self._finish(y, frame, inputs)
 
 
@@ -542,6 +580,10 @@ def build_avatar(config: AvatarConfig, body) -> Avatar:
         vt = _attr(body, "vt")
         ft = _attr(body, "ft")
         return NeuralTextureAvatar(cfg, _attr(body, "faces"), vt, ft)
+    if cfg.mode == PIXEL_ALIGNED:
+        from .pixel_aligned import build_pixel_avatar
+
+        return build_pixel_avatar(cfg, body)
     return GaussianBonesAvatar(cfg, parents)
 
 

@@ -24,7 +24,7 @@ import torch
 from ..errors import BundleError, NeuralAvatarError, ResourceLimitError
 from ..common.guards import check_bytes, fmt_bytes
 from .avatar import Avatar, GaussianBonesAvatar, NeuralTextureAvatar, VertexProjectionAvatar
-from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, AvatarConfig
+from .config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, PIXEL_ALIGNED, AvatarConfig
 
 FORMAT = "neural_avatar.bundle"
 FORMAT_VERSION = 1
@@ -284,6 +284,10 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
             return NeuralTextureAvatar(cfg, need("faces"), need("uv"), need("uv_faces"))
         if cfg.mode == GAUSSIAN_BONES:
             return GaussianBonesAvatar(cfg, need("parents"))
+        if cfg.mode == PIXEL_ALIGNED:
+            from .pixel_aligned import PixelAlignedAvatar
+
+            return PixelAlignedAvatar(cfg, need("template"), need("weights"), normals=need("normals"))
         return VertexProjectionAvatar(cfg, faces=need("faces") if cfg.unet.point_splat else None)
 
     try:

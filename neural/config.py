@@ -23,7 +23,10 @@ from ..errors import NeuralAvatarError
 VERTEX_PROJECTION = "VERTEX_PROJECTION"
 NEURAL_TEXTURE = "NEURAL_TEXTURE"
 GAUSSIAN_BONES = "GAUSSIAN_BONES"
-MODES = (VERTEX_PROJECTION, NEURAL_TEXTURE, GAUSSIAN_BONES)
+PIXEL_ALIGNED = "PIXEL_ALIGNED"
+MODES = (VERTEX_PROJECTION, NEURAL_TEXTURE, GAUSSIAN_BONES, PIXEL_ALIGNED)
+#: modes whose network paints an image-space input (PIXEL_ALIGNED volume-renders a field instead)
+IMAGE_MODES = (VERTEX_PROJECTION, NEURAL_TEXTURE, GAUSSIAN_BONES)
 
 NORMS = ("batch", "instance", "none")
 UPSAMPLING = ("bilinear", "nearest")
@@ -161,6 +164,9 @@ class StyleConfig(_ConfigBase):
     mapping_layers: Annotated[int, "Fully connected layers of the mapping network (StyleGAN uses 8; a few suffice for M x A inputs)."] = 2
     bone_width: Annotated[float, "Initial limb width w_ij of eq. 10 (metres), before training adjusts it per bone."] = 0.08
     learn_widths: Annotated[bool, "Learn one width per bone as a per-identity parameter."] = True
+    encoder: Annotated[bool, "Appearance from one image (eq. 4, networks.style.AppearanceEncoder) instead of a learnt vector per identity: the avatar generalises to new people."] = False
+    encoder_width: Annotated[int, "Channels of the appearance encoder's first stage (4 stages: w, 2w, 4w, 4w)."] = 32
+    encoder_res: Annotated[int, "Side of the body crop the appearance encoder reads (HVS: 256)."] = 128
 
     def validate(self) -> None:
         for name in ("num_primitives", "appearance_dim", "w_dim", "mapping_layers"):
@@ -176,12 +182,38 @@ class StyleConfig(_ConfigBase):
                f"StyleConfig widths, appearance_dim and w_dim must be at most {MAX_CHANNELS}")
         _check(_is_num(self.bone_width) and self.bone_width > 0, f"StyleConfig.bone_width must be > 0, got {self.bone_width!r}")
         _check(isinstance(self.learn_widths, bool), "StyleConfig.learn_widths must be true or false")
+        _check(isinstance(self.encoder, bool), "StyleConfig.encoder must be true or false")
+        for name in ("encoder_width", "encoder_res"):
+            v = getattr(self, name)
+            _check(_is_int(v) and 8 <= v <= 1024, f"StyleConfig.{name} must be an integer 8–1024, got {v!r}")
+
+
+@dataclass
+class PixelConfig(_ConfigBase):
+    """AniPixel (Fan et al. 2023): a generalizable volumetric avatar read from source views
+    (neural/networks/anipixel.py; the scale-down from the paper is listed there)."""
+
+    hidden: Annotated[int, "Units of the field MLPs (displacement, weights, SDF, blending)."] = 64
+    latent: Annotated[int, "Dimension of the per-identity latent l_idt."] = 16
+    num_identities: Annotated[int, "Training identities (their latents; a new person takes the nearest one)."] = 1
+    samples: Annotated[int, "Samples per ray inside the body's neighbourhood (paper: 64 coarse + 16 fine)."] = 32
+    near_body: Annotated[float, "Distance (m) from the posed body beyond which a point is background (skinning weight w_bg = 1, density 0)."] = 0.12
+    source_res: Annotated[int, "Side of the body crop each source view is read at."] = 128
+    source_views: Annotated[int, "Source views the avatar reads (AniPixel: 3)."] = 3
+    vertex_stride: Annotated[int, "Every n-th body vertex is used for the nearest-surface queries."] = 4
+
+    def validate(self) -> None:
+        for name in ("hidden", "latent", "num_identities", "samples", "source_res", "source_views", "vertex_stride"):
+            v = getattr(self, name)
+            _check(_is_int(v) and 1 <= v <= 4096, f"PixelConfig.{name} must be an integer 1–4096, got {v!r}")
+        _check(self.samples >= 2, "PixelConfig.samples must be at least 2")
+        _check(_is_num(self.near_body) and 0.0 < self.near_body <= 1.0, "PixelConfig.near_body must be in (0, 1] metres")
 
 
 MAX_CHANNELS = 65536  # any width, channel count or texture side in a config
 
-_SUB_FIELDS = {VERTEX_PROJECTION: "unet", NEURAL_TEXTURE: "anr", GAUSSIAN_BONES: "style"}
-_SUB_TYPES = {"unet": UNetConfig, "anr": AnrConfig, "style": StyleConfig}
+_SUB_FIELDS = {VERTEX_PROJECTION: "unet", NEURAL_TEXTURE: "anr", GAUSSIAN_BONES: "style", PIXEL_ALIGNED: "pixel"}
+_SUB_TYPES = {"unet": UNetConfig, "anr": AnrConfig, "style": StyleConfig, "pixel": PixelConfig}
 
 
 @dataclass
@@ -197,6 +229,7 @@ class AvatarConfig:
     unet: Annotated[Optional[UNetConfig], "SMPLpix UNet settings (VERTEX_PROJECTION only)."] = None
     anr: Annotated[Optional[AnrConfig], "ANR settings (NEURAL_TEXTURE only)."] = None
     style: Annotated[Optional[StyleConfig], "Style UNet settings (GAUSSIAN_BONES only)."] = None
+    pixel: Annotated[Optional[PixelConfig], "AniPixel settings (PIXEL_ALIGNED only)."] = None
     background: Annotated[tuple, "RGB in [0, 1] the output is composited over when a frame gives no background."] = (1.0, 1.0, 1.0)
     output_mask: Annotated[bool, "The network predicts a soft mask (alpha); off = the mask is 1 everywhere."] = True
 

@@ -9,6 +9,7 @@ each bundle once, reloads it when the file changes, and frees GPU memory on ``cl
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -90,15 +91,23 @@ class ModelCache:
         self.loads = 0  #: number of bundle loads performed (cache misses)
 
     @staticmethod
-    def key(path, device, precision: str = "fp32", identity: str | None = None) -> tuple:
+    def key(path, device, precision: str = "fp32", identity: str | None = None, sources: str | None = None) -> tuple:
         p = str(Path(path).expanduser().resolve())
         for suf in (".safetensors", ".json"):
             if p.endswith(suf):
                 p = p[: -len(suf)]
-        return (p, _bundle_mtime(p), str(torch.device(device)), precision, identity or "")
+        who = identity or ""
+        if sources:  # PIXEL_ALIGNED: the person is a source-views folder (reloaded when it changes)
+            sp = str(Path(sources).expanduser().resolve())
+            try:
+                mt = os.path.getmtime(os.path.join(sp, "dataset.json"))
+            except OSError:
+                mt = 0.0
+            who = f"{who}|sources:{sp}:{mt}"
+        return (p, _bundle_mtime(p), str(torch.device(device)), precision, who)
 
     def get(self, path, device="cpu", precision: str = "fp32", expected_mode: str | None = None,
-            expected_body=None, identity: str | None = None):
+            expected_body=None, identity: str | None = None, sources: str | None = None):
         """The avatar of the bundle at ``path`` on ``device`` showing ``identity`` (a person of a
         multi-identity bundle; None = its first), loaded on a miss, in eval mode. The mode/body
         checks of :func:`neural.bundle.load_bundle` run on every call."""
@@ -107,7 +116,7 @@ class ModelCache:
 
         if precision not in PRECISIONS and precision != "auto":
             raise NeuralAvatarError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
-        k = self.key(path, device, precision, identity)
+        k = self.key(path, device, precision, identity, sources)
         with self._lock:
             avatar = self._items.get(k)
             if avatar is not None:
@@ -120,6 +129,16 @@ class ModelCache:
                              identity=identity)
         from .inference import attach_openvino, prepare_for_inference
 
+        if getattr(avatar, "mode", "") == "PIXEL_ALIGNED":
+            from .pixel_aligned import source_views_from_capture
+
+            if not sources:
+                raise NeuralAvatarError("A PIXEL_ALIGNED avatar renders a person from source views: set the body's "
+                                        "Source Views folder (Neural Avatar → Avatar from Views).")
+            from .. import body as body_lib
+
+            avatar.set_sources(source_views_from_capture(sources, body_lib.load_default(),
+                                                         avatar.config.pixel.source_views, device=device))
         prepare_for_inference(avatar)  # BN folded, channels-last: the cache serves rendering only
         attach_openvino(avatar, path, warn=warnings.warn)  # the optional CPU backend, when installed
         with self._lock:

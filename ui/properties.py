@@ -29,6 +29,8 @@ MODE_ITEMS = [
      "Learned neural texture rasterised through the body's UVs, two-stage renderer (ANR)"),
     ("GAUSSIAN_BONES", "Gaussian Bones",
      "One Gaussian per bone, feature image decoded by a style-modulated UNet (HumanViewSynthesis)"),
+    ("PIXEL_ALIGNED", "Pixel Aligned",
+     "A person read from a few source views, volume-rendered in any pose with no training for them (AniPixel)"),
 ]
 DEVICE_ITEMS = [
     ("PREFERENCES", "From Preferences", "Use the device chosen in the add-on preferences"),
@@ -174,6 +176,9 @@ class NEURAL_AVATAR_PG_object(bpy.types.PropertyGroup):
                                          "identity is ANR's try-on")
     identity_menu: EnumProperty(name="Identity", items=_identity_items, get=_identity_get, set=_identity_set,
                                 description="Which person of this multi-identity bundle the body shows")
+    source_views: StringProperty(name="Source Views", subtype="DIR_PATH", update=_avatar_changed,
+                                 description="PIXEL_ALIGNED: capture folder whose first synchronised views show the "
+                                             "person this body becomes (Avatar from Views sets it)")
 
 
 class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ..config import MODES, VERTEX_PROJECTION, AvatarConfig
+from ..config import IMAGE_MODES as MODES, VERTEX_PROJECTION, AvatarConfig
 
 SIZES = (256, 512)
 VERTEX_COUNTS = (7000, 27000, 110000)

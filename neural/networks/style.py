@@ -174,3 +174,83 @@ class StyleUNet(nn.Module):
         if self.out_mask:
             return torch.cat([rgb, y[:, 3:4]], dim=1)
         return rgb
+
+
+# ------------------------------------------------------------------------ appearance encoder (eq. 4)
+
+
+class _ResDown(nn.Module):
+    """ResNet basic block with stride 2 (He et al. 2016): [conv3x3/2, GN, ReLU, conv3x3, GN] +
+    a strided 1x1 projection; GroupNorm instead of BatchNorm (batches of one image at render)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        g = max(1, out_ch // 16)
+        self.c1 = nn.Conv2d(in_ch, out_ch, 3, 2, 1, bias=False)
+        self.n1 = nn.GroupNorm(g, out_ch)
+        self.c2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.n2 = nn.GroupNorm(g, out_ch)
+        self.skip = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, 2, bias=False), nn.GroupNorm(g, out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.n1(self.c1(x)))
+        return F.relu(self.n2(self.c2(y)) + self.skip(x))
+
+
+class AppearanceEncoder(nn.Module):
+    """HVS eq. 4, ``I_1* -> a_1 in R^{M x A}``: the appearance of every bone primitive from one
+    image of the person.
+
+    The paper uses a ResNet-50 on the 256² crop; here a 4-stage ResNet of basic blocks
+    (widths ``w, 2w, 4w, 4w``, stride 16 in all) on the body crop at ``StyleConfig.encoder_res``
+    (128² by default), about 1/60 of ResNet-50's multiply-adds, which is what a CPU trains.
+    The paper's encoder regresses the vectors from the whole image; ours is told where each
+    limb is: the source camera and pose give the primitives' normalised weights in the source
+    view (eq. 14, the same renderer as the target view), and each primitive pools the feature
+    map under its own weight, ``p_k = sum_x w_k(x) f(x) / sum_x w_k(x)``. With the image-wide
+    mean feature ``g`` (inside the mask), the primitive's visibility ``log(mean_x w_k)`` and a
+    learnt embedding ``e_k`` of the bone, a shared MLP gives ``a_k = MLP([p_k, g, v_k, e_k])``.
+    Occluded limbs (``w_k ~ 0``) fall back on ``g`` and ``e_k``, so an image from any side
+    gives every limb an appearance."""
+
+    def __init__(self, cfg: StyleConfig):
+        super().__init__()
+        w = int(cfg.encoder_width)
+        M, A = cfg.num_primitives, cfg.appearance_dim
+        self.M, self.A = M, A
+        self.stem = nn.Sequential(nn.Conv2d(4, w, 5, 1, 2, bias=False), nn.GroupNorm(max(1, w // 16), w), nn.ReLU())
+        self.stages = nn.ModuleList([_ResDown(w, 2 * w), _ResDown(2 * w, 4 * w), _ResDown(4 * w, 4 * w),
+                                     _ResDown(4 * w, 4 * w)])
+        self.feat_ch = 4 * w + 2 * w  # the last stage plus the stride-4 stage, upsampled
+        self.embed = nn.Parameter(torch.randn(M, 16) * 0.1)
+        h = 2 * self.feat_ch
+        self.mlp = nn.Sequential(nn.Linear(2 * self.feat_ch + 1 + 16, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
+                                 nn.Linear(h, A))
+
+    def features(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B,3,H,W), (B,1,H,W)`` -> ``(B, feat_ch, H/4, W/4)``: the stride-16 features
+        upsampled onto the stride-4 grid and concatenated with it (a feature pyramid's top)."""
+        x = self.stem(torch.cat([rgb * 2.0 - 1.0, mask * 2.0 - 1.0], 1))
+        x1 = self.stages[0](x)
+        x2 = self.stages[1](x1)
+        x4 = self.stages[3](self.stages[2](x2))
+        return torch.cat([F.interpolate(x4, size=x2.shape[-2:], mode="bilinear", align_corners=False),
+                          F.interpolate(x1, size=x2.shape[-2:], mode="bilinear", align_corners=False)], 1)
+
+    def forward(self, rgb: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``rgb (B,3,H,W)``, ``mask (B,1,H,W)``, ``weights (B, M+1, h, w)`` (eq. 14 in the source
+        view at the feature grid ``H/4``; background last) -> ``a (B, M, A)``."""
+        f = self.features(rgb, mask)
+        B, C, h, wd = f.shape
+        if weights.shape[-2:] != (h, wd):
+            weights = F.interpolate(weights, size=(h, wd), mode="bilinear", align_corners=False)
+        wk = weights[:, : self.M].float()  # (B,M,h,w)
+        f = f.float()
+        num = torch.einsum("bmp,bcp->bmc", wk.flatten(2), f.flatten(2))
+        den = wk.flatten(2).sum(-1, keepdim=True)
+        pooled = num / (den + 1e-3)
+        m = F.interpolate(mask, size=(h, wd), mode="area").flatten(2).float()
+        g = (f.flatten(2) * m).sum(-1) / (m.sum(-1) + 1e-3)  # (B,C)
+        vis = torch.log(den / (h * wd) + 1e-4)  # (B,M,1)
+        z = torch.cat([pooled, g[:, None].expand(B, self.M, C), vis, self.embed[None].expand(B, -1, -1)], -1)
+        return self.mlp(z)

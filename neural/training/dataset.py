@@ -205,9 +205,17 @@ def _read_body(root: str, n: int) -> Dict[str, np.ndarray]:
     for k in ("poses", "betas", "transl", "object_matrix"):
         data[k] = data[k].astype(np.float64)
         _check_finite(f"body.npz {k}", data[k])
-    for k in ("motion_index", "frame_in_motion") + (("identity_index",) if "identity_index" in data else ()):
+    for k in ("motion_index", "frame_in_motion") + tuple(o for o in ("identity_index", "pose_group") if o in data):
         if data[k].shape != (n,) or not np.issubdtype(data[k].dtype, np.integer):
             raise DatasetError(f"body.npz '{k}' must be (N,) integers.")
+    if "pose_group" in data:
+        g = data["pose_group"]
+        if n and (g.min() < 0 or g.max() >= n):
+            raise DatasetError("body.npz pose_group must number the synchronised groups 0 … N-1.")
+        _, first, inv = np.unique(g, return_index=True, return_inverse=True)
+        for k in ("poses", "transl", "object_matrix"):  # a group is one instant: one pose
+            if not np.allclose(data[k][first[inv]], data[k], atol=1e-6):
+                raise DatasetError(f"body.npz pose_group joins frames whose {k} differ: a group is one instant.")
     return data
 
 
@@ -346,6 +354,9 @@ class CaptureDataset(torch.utils.data.Dataset):
         if ident.min() < 0 or ident.max() >= len(self.identities):
             raise DatasetError(f"body.npz identity_index refers to identities outside {self.identities}.")
         self.identity_index = ident.astype(np.int64)
+        pg = self.params.get("pose_group")
+        # frames seen at the same instant by several cameras (the capture's --views; ZJU's cameras)
+        self.pose_group = np.arange(n, dtype=np.int64) if pg is None else pg.astype(np.int64)
         if self.vertex_colors_all.shape[0] not in (1, len(self.identities)):
             raise DatasetError(f"vertex_colors.npy holds {self.vertex_colors_all.shape[0]} colour sets for "
                                f"{len(self.identities)} identities.")
@@ -533,6 +544,66 @@ class CaptureDataset(torch.utils.data.Dataset):
                            identity=torch.tensor([s["identity"] for s in samples], device=dev))
         return frame, tgt
 
+    def sources(self, positions: Sequence[int], views_per_item: int = 1):
+        """Source views (:class:`..inputs.source.SourceViews`, full frames at the output size, no
+        augmentation) of the split positions ``positions``: ``views_per_item`` consecutive
+        positions per batch item, which must show one instant (one pose group)."""
+        from ..inputs.source import SourceViews
+
+        pos = [int(p) for p in positions]
+        V = int(views_per_item)
+        if V < 1 or len(pos) % V:
+            raise DatasetError(f"{len(pos)} source frames do not split into items of {V} views.")
+        items = [pos[k:k + V] for k in range(0, len(pos), V)]
+        rgb, msk, K, R, t, vs, js = [], [], [], [], [], [], []
+        for it in items:
+            idx = [self.indices[p] for p in it]
+            if len({int(self.pose_group[i]) for i in idx}) != 1:
+                raise DatasetError("The source views of one item must show the same instant (one pose group).")
+            ims = [self.load_image(i) for i in idx]
+            cams = [self.camera(i) for i in idx]
+            rgb.append(np.stack([im[0].transpose(2, 0, 1) for im in ims]))
+            msk.append(np.stack([im[1][None] for im in ims]))
+            K.append(np.stack([c[0] for c in cams]))
+            R.append(np.stack([c[1] for c in cams]))
+            t.append(np.stack([c[2] for c in cams]))
+            v, j = self.posed_body(idx[0])
+            vs.append(v)
+            js.append(j)
+        f32 = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a), np.float32)).to(self.device)  # noqa: E731
+        return SourceViews(rgb=f32(rgb), mask=f32(msk), K=f32(K), R=f32(R), t=f32(t), verts=f32(vs), joints=f32(js),
+                           background=torch.tensor(self.background, dtype=torch.float32, device=self.device))
+
+    def pick_sources(self, positions: Sequence[int], rng: np.random.Generator) -> List[int]:
+        """For each split position a source position of the same identity showing another
+        instant (another pose group) where the split has one, else any other frame of it."""
+        ident = self.identity_index[np.asarray(self.indices)]
+        group = self.pose_group[np.asarray(self.indices)]
+        out = []
+        for p in positions:
+            same = np.nonzero(ident == ident[p])[0]
+            other = same[group[same] != group[p]]
+            pool = other if len(other) else same
+            out.append(int(rng.choice(pool)))
+        return out
+
+    def pick_view_groups(self, positions: Sequence[int], rng: np.random.Generator, views: int) -> List[int]:
+        """For each split position, ``views`` positions showing one other instant of the same
+        identity (a synchronised group with at least ``views`` frames): AniPixel's source views."""
+        ident = self.identity_index[np.asarray(self.indices)]
+        group = self.pose_group[np.asarray(self.indices)]
+        out = []
+        for p in positions:
+            cands = [g for g in np.unique(group[ident == ident[p]]) if g != group[p]
+                     and int((group == g).sum()) >= views]
+            if not cands:
+                raise DatasetError(f"The capture has no other instant of this person seen by {views} cameras: "
+                                   f"capture it with --views {views} or more.")
+            g = cands[int(rng.integers(len(cands)))]
+            members = np.nonzero(group == g)[0]
+            out += [int(x) for x in rng.choice(members, size=views, replace=False)]
+        return out
+
     def batch(self, positions: Sequence[int], step: Optional[int] = None):
         """``(FrameInputs, FrameTargets)`` of the split positions ``positions`` (``step`` keys
         the augmentation, see :meth:`get`)."""
@@ -622,7 +693,7 @@ def _procedural_colors(rest: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0, body_model=None,
                             background: Sequence[float] = (1.0, 1.0, 1.0),
-                            identities: int = 1, forward_fn=None) -> str:
+                            identities: int = 1, forward_fn=None, views: int = 1) -> str:
     """Write a tiny capture in the ``neural_avatar.capture/1`` format (for tests and demos).
 
     The subject is the body model with procedural per-vertex albedo, posed with small random
@@ -632,6 +703,8 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     split (motion 0, cameras ``cam0..``), ``n-2`` val (motion 1, ``cam_val``), ``n-1`` test
     (motion 2, ``cam_test``): no frame, motion or camera is shared between splits.
     ``identities > 1`` writes several subjects (different albedo) with ``identity_index``.
+    ``views > 1``: the train frames come in synchronised groups of ``views`` (one pose and one
+    subject per group, ``pose_group`` in body.npz), as ``capture --views``.
     """
     from ..inputs.camera import look_at_krt
     from ..inputs.raster import rasterize
@@ -664,7 +737,13 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
     transl = np.zeros((n, 3))
     motion = np.array([0] * (n - 2) + [1, 2], np.int64)
     fim = np.array(list(range(n - 2)) + [0, 0], np.int64)
-    ident = np.arange(n, dtype=np.int64) % identities
+    group = np.arange(n, dtype=np.int64)
+    if views > 1:
+        group[: n - 2] = np.arange(n - 2) // views
+        group[n - 2:] = group[n - 3] + 1 + np.arange(2)
+        first = np.array([int(np.nonzero(group == g)[0][0]) for g in group])
+        poses = poses[first]
+    ident = group % identities
     bg = np.asarray(background, np.float32)
     cam_frames = []
     cam_ids = []
@@ -697,7 +776,8 @@ def write_synthetic_dataset(root: str, n: int = 6, res: int = 48, seed: int = 0,
         cv2.imwrite(os.path.join(root, "masks", f"{i:06d}.png"), (vis * 255).astype(np.uint8))
     np.savez(os.path.join(root, "body.npz"), poses=poses, betas=betas, transl=transl,
              object_matrix=np.repeat(M[None], n, 0), motion_index=motion, frame_in_motion=fim,
-             **({"identity_index": ident} if identities > 1 else {}))
+             **({"identity_index": ident} if identities > 1 else {}),
+             **({"pose_group": group} if views > 1 else {}))
     np.save(os.path.join(root, "vertex_colors.npy"), colors[0] if identities == 1 else np.stack(colors))
     meta = {
         "format": FORMAT, "body_model": getattr(body, "model_id", "unknown"),
@@ -841,6 +921,8 @@ def merge_captures(parts: Sequence[str], out: str, names: Sequence[str], extra: 
         mi = np.asarray(body["motion_index"]) if "motion_index" in body else np.zeros(n, np.int64)
         arrays.setdefault("motion_index", []).append(np.asarray(remap, np.int64)[mi] if remap else mi)
         arrays.setdefault("identity_index", []).append(np.full(n, k, np.int64))
+        pg = np.asarray(body["pose_group"], np.int64) if "pose_group" in body else np.arange(n, dtype=np.int64)
+        arrays.setdefault("pose_group", []).append(pg + offset)
         vc = load_npy(os.path.join(p, "vertex_colors.npy"), "vertex_colors.npy", DatasetError)
         colors.append(vc.reshape(-1, vc.shape[-1]) if vc.ndim == 3 else vc)
         for s, idx in m["splits"].items():

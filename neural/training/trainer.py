@@ -58,9 +58,9 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import NeuralAvatarError
+from ...errors import DatasetError, NeuralAvatarError
 from ...common.guards import float_in, int_in
-from ..config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, VERTEX_PROJECTION, AvatarConfig
+from ..config import GAUSSIAN_BONES, MODES, NEURAL_TEXTURE, PIXEL_ALIGNED, VERTEX_PROJECTION, AvatarConfig
 from .losses import (
     MultiScalePatchDiscriminator,
     VGGPerceptualLoss,
@@ -125,6 +125,14 @@ class TrainConfig:
     w_aux: float = 1.0
     """Weight of the R1 auxiliary-RGB term of ANR eq. 3."""
     w_pixel_hvs: float = 10.0
+    #: AniPixel eq. 8 weights (the paper defers them to its supplement) and phase 1's share
+    w_pixel_mask: float = 0.1
+    w_pixel_eikonal: float = 0.05
+    w_pixel_shape: float = 0.5
+    w_pixel_vgg: float = 0.1
+    w_pixel_disp: float = 1.0
+    phase1_fraction: float = 0.2
+    source_views: int = 3
     """HVS lambda_I (eq. 21)."""
     w_vgg_hvs: float = 10.0
     """HVS lambda_phi (eq. 21)."""
@@ -478,13 +486,15 @@ class _Trainer:
         self.stage1_steps = max(1, int(round(cfg.steps * cfg.stage1_fraction))) if self.mode == VERTEX_PROJECTION else 0
         self.stage = 1
         self.haze_radius = 1
+        self.step_count = 0  # AniPixel's phase: masks only for the first phase1_fraction of the steps
+        self.phase1_steps = int(round(cfg.steps * cfg.phase1_fraction)) if self.mode == PIXEL_ALIGNED else 0
         self._build_optimizers(stage=1)
 
     # -- optimisers -----------------------------------------------------------
     def _lr(self) -> float:
         if self.cfg.lr is not None:
             return float(self.cfg.lr)
-        return {VERTEX_PROJECTION: 1e-4, NEURAL_TEXTURE: 2e-4, GAUSSIAN_BONES: 2e-3}[self.mode]
+        return {VERTEX_PROJECTION: 1e-4, NEURAL_TEXTURE: 2e-4, GAUSSIAN_BONES: 2e-3, PIXEL_ALIGNED: 5e-4}[self.mode]
 
     def _build_optimizers(self, stage: int) -> None:
         cfg = self.cfg
@@ -529,11 +539,15 @@ class _Trainer:
         return {k: float(o.param_groups[0]["lr"]) for k, o in self.opts.items()}
 
     # -- one step ---------------------------------------------------------------
-    def forward(self, frame, identity: int):
-        if identity == 0:
+    def forward(self, frame, identity: int, appearance: Optional[torch.Tensor] = None):
+        """The avatar on ``frame`` with ``identity``'s parameters; ``appearance (B,M,A)``
+        (HVS with an encoder) replaces the identity's appearance vectors per sample."""
+        if identity == 0 and appearance is None:
             return self.fwd(frame)
-        params = {"avatar." + n: p for n, p in self.banks[identity].items()}
+        params = {"avatar." + n: p for n, p in self.banks[identity].items()} if identity else {}
         params.update({"avatar." + n: t for n, t in self.fixed[identity].items()})
+        if appearance is not None:
+            params["avatar.identity.appearance"] = appearance
         return torch.func.functional_call(self.fwd, params, (frame,), strict=False)
 
     def identity_tensors(self, identity: int) -> Dict[str, torch.Tensor]:
@@ -560,12 +574,12 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def step(self, frame, tgt, identity: int, update_identity: bool) -> Dict[str, float]:
+    def step(self, frame, tgt, identity: int, update_identity: bool, source=None) -> Dict[str, float]:
         with self.autocast():
-            comps, d_loss = self._losses(frame, tgt, identity, update_identity)
+            comps, d_loss = self._losses(frame, tgt, identity, update_identity, source)
         return self._apply(comps, d_loss, identity, update_identity)
 
-    def _losses(self, frame, tgt, identity: int, update_identity: bool):
+    def _losses(self, frame, tgt, identity: int, update_identity: bool, source=None):
         cfg = self.cfg
         self.avatar.train()
         self.fwd.train()
@@ -573,7 +587,12 @@ class _Trainer:
             for m in self.avatar.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        out = self.forward(frame, identity)
+        if self.mode == PIXEL_ALIGNED:
+            return self._pixel_losses(frame, tgt, identity, source), None
+        app = None
+        if source is not None:  # HVS eq. 4: the appearance read from another image of the person
+            app = self.avatar.encode_appearance(source)
+        out = self.forward(frame, identity, app)
         rgb, gt = out["rgb"], tgt.rgb
         comps: Dict[str, torch.Tensor] = {}
         if out.get("mask_logit") is not None:
@@ -599,9 +618,10 @@ class _Trainer:
         else:
             comps["pixel"] = cfg.w_pixel_hvs * l1(rgb, gt)  # eq. 17
             comps["vgg"] = cfg.w_vgg_hvs * self.perc(rgb, gt)  # perceptual, eq. 21
-            app = self.banks[identity].get("identity.appearance")
+            if app is None:
+                app = self.banks[identity].get("identity.appearance")
             if app is not None:
-                comps["appearance"] = cfg.w_appearance * app.pow(2).sum(-1).mean()  # eq. 20
+                comps["appearance"] = cfg.w_appearance * app.float().pow(2).sum(-1).mean()  # eq. 20
         d_loss = None
         if self.gan_active:
             if self.mode == VERTEX_PROJECTION:
@@ -619,6 +639,44 @@ class _Trainer:
             comps["fm"] = feature_matching_loss(real_outs, fake_outs, weight=cfg.fm_weight)
             d_loss = gan_d_loss(real_outs, self.disc(fake.detach()), cfg.gan_loss)
         return comps, d_loss
+
+    def _pixel_losses(self, frame, tgt, identity: int, source) -> Dict[str, torch.Tensor]:
+        """AniPixel eq. 8, ``L = l_C L_C + l_M L_M + l_N L_N + l_S L_S + l_D L_D`` (sec. 3.5), and
+        its two phases (sec. 4: the SDF first from the masks alone, then every loss):
+
+        * ``L_C``: L1 + VGG perceptual on the rendered patch;
+        * ``L_M``: BCE of the accumulated opacity and of the minimum-SDF mask
+          ``sigmoid(-k min_s)`` (AniNeRF's) against the ground-truth mask;
+        * ``L_N``: the shape loss of MPS-NeRF, the canonical SDF zero and its normal along the
+          neutral body's at template vertices (the body prior; weighted down in phase 2, since
+          clothes and hair leave the body) ;
+        * ``L_S``: Eikonal ``(|grad s| - 1)^2`` at the samples;
+        * ``L_D``: ``|Delta_t|^2 + |Delta_o|^2`` and the forward-weight residual.
+        The supplement's weights are not in the paper's text: ``TrainConfig.w_pixel_*``."""
+        cfg = self.cfg
+        av = self.avatar
+        av.train()
+        ident = torch.full((frame.batch_size,), int(identity), dtype=torch.long, device=self.device)
+        with torch.autocast(self.device.type, enabled=False):
+            frame = av.prepare(frame)
+            enc = av.encode_sources(source, identity=ident)
+            r = av.render_rays(frame, enc, need_grad=True, jitter=True, template_loss=True)
+        rgb, gt, m = r["rgb"], tgt.rgb, tgt.mask
+        phase2 = self.step_count >= self.phase1_steps
+        comps: Dict[str, torch.Tensor] = {}
+        eps = 1e-4
+        comps["mask"] = cfg.w_pixel_mask * (F.binary_cross_entropy(r["mask"].clamp(eps, 1 - eps), m)
+                                            + F.binary_cross_entropy(torch.sigmoid(-100.0 * r["min_sdf"]).clamp(eps, 1 - eps), m))
+        if "grad" in r:
+            comps["eikonal"] = cfg.w_pixel_eikonal * (r["grad"].norm(dim=-1) - 1.0).pow(2).mean()
+        shape = sum(t["sdf"].abs().mean() + (1.0 - (t["normal"] * t["target_normal"]).sum(-1)).mean() for t in r["tmpl"])
+        comps["shape"] = cfg.w_pixel_shape * (1.0 if not phase2 else 0.1) * shape / max(1, len(r["tmpl"]))
+        if phase2:
+            comps["pixel"] = l1(rgb, gt)
+            comps["vgg"] = cfg.w_pixel_vgg * self.perc(rgb, gt)
+            if "disp" in r:
+                comps["disp"] = cfg.w_pixel_disp * (r["disp"].pow(2).sum(-1).mean() + 0.01 * r["fw_res"].pow(2).mean())
+        return comps
 
     def _apply(self, comps, d_loss, identity: int, update_identity: bool) -> Dict[str, float]:
         loss = sum(c.float() for c in comps.values())
@@ -755,6 +813,8 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     from .dataset import read_dataset_meta
 
     body = body_model if body_model is not None else _load_body(read_dataset_meta(cfg.data), cfg.body_dir)
+    if cfg.mode == PIXEL_ALIGNED and cfg.patch is None:
+        cfg = dataclasses.replace(cfg, patch=32)  # AniPixel renders patches for the VGG loss (sec. 4)
     augment = cfg.augment if cfg.augment is not None else (cfg.mode == NEURAL_TEXTURE or cfg.patch is not None)
     scale_range = tuple(cfg.scale_range) if cfg.scale_range else ((0.5, 1.0) if cfg.patch else (0.5, 1.25))
     ds = CaptureDataset(cfg.data, "train", body, res=cfg.res, device=device, augment=augment, seed=cfg.seed,
@@ -766,7 +826,17 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     base = AvatarConfig.default(cfg.mode, resolution=int(max(ds.size)), background=ds.background,
                                 num_joints=int(ds.params["poses"].shape[1])).to_dict()
     acfg = AvatarConfig.from_dict(_merge(base, cfg.avatar or {}))
+    if cfg.mode == PIXEL_ALIGNED:
+        acfg = dataclasses.replace(acfg, pixel=dataclasses.replace(acfg.pixel, num_identities=ds.num_identities))
     avatar = build_avatar(acfg, body).to(device)
+    if cfg.mode == PIXEL_ALIGNED:
+        # each person's body box (log scale vs the neutral body), for "the nearest person" at test
+        with torch.no_grad():
+            for k in range(ds.num_identities):
+                pos = [p for p in range(len(ds)) if ds.identity_index[ds.indices[p]] == k][:4]
+                if pos:
+                    vs = torch.stack([torch.from_numpy(ds.posed_body(ds.indices[p])[0]) for p in pos]).to(device)
+                    avatar.identity_scale[k] = torch.log(avatar.body_state(vs)["scale"]).mean(0)
     init_info = None
     if cfg.init:
         init_info = _warm_start(avatar, cfg.init, cfg.mode, skip_identity=cfg.fit_identity is not None)
@@ -783,7 +853,13 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     if device.type == "cuda" and dd.active:
         avatar = nn.SyncBatchNorm.convert_sync_batchnorm(avatar)
     dd.broadcast_(avatar)
-    trainer = _Trainer(cfg, avatar, ds.num_identities, device, dd)
+    # HVS with an appearance encoder (eq. 4): one shared set of widths/background for everybody;
+    # each step reads the person's appearance from another frame of them
+    encoder = cfg.mode == GAUSSIAN_BONES and getattr(avatar, "encoder", None) is not None
+    if encoder and cfg.fit_identity is not None:
+        raise NeuralAvatarError("A GAUSSIAN_BONES avatar with an appearance encoder needs no fitting: use "
+                                "Avatar from Image (python -m neural_avatar avatar-from-image).")
+    trainer = _Trainer(cfg, avatar, 1 if encoder else ds.num_identities, device, dd)
     if cfg.mode == VERTEX_PROJECTION and ds.num_identities > 1:
         if ds.vertex_colors_all.shape[0] != ds.num_identities:
             raise NeuralAvatarError(f"A {ds.num_identities}-identity capture needs one vertex-colour set per identity "
@@ -852,11 +928,28 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
         frame, tgt = ds_val.batch(pos)
         trainer.avatar.eval()
         preds = []
+        src_pos = ds_val.pick_sources(pos, np.random.default_rng([cfg.seed, 99])) if encoder else None
+        if cfg.mode == PIXEL_ALIGNED:
+            pos = pos[:2]  # volume rendering a whole frame costs seconds on a CPU
+            frame, tgt = ds_val.batch(pos)
         with torch.no_grad():
             for b in range(len(pos)):
                 fb = dataclasses.replace(frame, verts=frame.verts[b:b + 1], joints=frame.joints[b:b + 1],
                                          K=frame.K[b:b + 1], R=frame.R[b:b + 1], t=frame.t[b:b + 1])
-                preds.append(trainer.forward(fb, int(tgt.identity[b]))["rgb"].float())
+                if cfg.mode == PIXEL_ALIGNED:
+                    V = cfg.source_views
+                    try:
+                        sp = ds_val.pick_view_groups([pos[b]], np.random.default_rng([cfg.seed, 98, b]), V)
+                        enc = trainer.avatar.encode_sources(ds_val.sources(sp, V),
+                                                            identity=tgt.identity[b:b + 1])
+                    except DatasetError:
+                        return {}
+                    preds.append(trainer.avatar(fb, enc)["rgb"].float())
+                elif encoder:
+                    app = trainer.avatar.encode_appearance(ds_val.sources([src_pos[b]]))
+                    preds.append(trainer.forward(fb, 0, app)["rgb"].float())
+                else:
+                    preds.append(trainer.forward(fb, int(tgt.identity[b]))["rgb"].float())
         trainer.avatar.train()
         pred = torch.cat(preds)
         res = M.evaluate(pred, tgt.rgb, tgt.mask, with_lpips=True)
@@ -893,7 +986,16 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                 raise NeuralAvatarError(f"The batch ({cfg.batch}) must be divisible by the number of processes ({dd.world}).")
             shard = chosen[dd.rank::dd.world]
             frame, tgt = ds.batch(shard.tolist(), step=step)
-            vals = trainer.step(frame, tgt, identity, update_identity)
+            trainer.step_count = step
+            if cfg.mode == PIXEL_ALIGNED:
+                V = cfg.source_views
+                source = ds.sources(ds.pick_view_groups(shard.tolist(), rng, V), views_per_item=V)
+                vals = trainer.step(frame, tgt, identity, update_identity, source)
+            elif encoder:
+                source = ds.sources(ds.pick_sources(shard.tolist(), rng))
+                vals = trainer.step(frame, tgt, 0, update_identity, source)
+            else:
+                vals = trainer.step(frame, tgt, identity, update_identity)
             if not math.isfinite(vals["loss"]):
                 raise NeuralAvatarError(f"Training diverged at step {step + 1} (loss is {vals['loss']}).")
             step += 1
@@ -963,6 +1065,10 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                         for n, t in bank[0][1].items():
                             own[n].data.copy_(t)
                     idents = [(bank[0][0], {})] + bank[1:] + [(cfg.fit_identity, fitted)]
+                elif encoder:
+                    # every zoo person as an identity: appearance encoded from their frames
+                    idents = _encoded_identities(trainer, ds, device)
+                    idents = idents if len(idents) > 1 else None
                 elif ds.num_identities > 1:
                     idents = [(ds.identities[0], {})] + [(ds.identities[k], trainer.identity_tensors(k))
                                                          for k in range(1, ds.num_identities)]
@@ -977,6 +1083,29 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
     return {"status": status, "step": step, "out": str(out), "bundle": bundle if is_main else None,
             "val": last_val, "best_psnr": best, "loss_description": trainer.perc.description,
             "keyframes": keyframes}
+
+
+def _encoded_identities(trainer: "_Trainer", ds, device, frames: int = 8) -> list:
+    """HVS with an encoder: each capture identity's appearance (eq. 4) averaged over up to
+    ``frames`` of its frames, as the bundle's identities (the first one is the avatar's own)."""
+    av = trainer.avatar
+    av.eval()
+    base = {n: t.detach().clone() for n, t in trainer.identity_tensors(0).items()}
+    out = []
+    with torch.no_grad():
+        for k, name in enumerate(ds.identities):
+            pos = [p for p in range(len(ds)) if ds.identity_index[ds.indices[p]] == k]
+            if not pos:
+                continue
+            pick = [pos[int(i)] for i in np.unique(np.linspace(0, len(pos) - 1, min(frames, len(pos))).round())]
+            app = torch.cat([av.encode_appearance(ds.sources([p])) for p in pick]).mean(0)
+            if not out:
+                av.identity.appearance.data.copy_(app)
+                out.append((name, {}))
+            else:
+                out.append((name, {**base, "identity.appearance": app}))
+    av.train()
+    return out
 
 
 def _machine(device: torch.device) -> Dict[str, Any]:

@@ -65,6 +65,30 @@ def test_plan_splits_disjoint_by_motion_and_yaw():
         capture.make_plan(model, ms, 0, seed=0)
 
 
+def test_plan_with_synchronised_views():
+    from neural_avatar import motion
+    from neural_avatar.errors import DatasetError
+    from neural_avatar.lab import capture
+
+    model = default_model()
+    ms = [motion.load_motion(p) for p in _motions(4)]
+    p = capture.make_plan(model, ms, 40, seed=2, views=4)
+    g = p["pose_group"]
+    np.testing.assert_array_equal(g, np.arange(40) // 4)
+    for k in range(10):
+        sel = g == k
+        assert len(set(p["split"][sel].tolist())) == 1  # a group is in one split
+        np.testing.assert_array_equal(p["poses"][sel], np.repeat(p["poses"][sel][:1], 4, 0))
+        rel = np.sort((p["yaw_rel"][sel] - p["sector"]) % 360.0)
+        span = 360.0 - capture.HOLDOUT_SECTOR_DEG if p["split"][sel][0] == "train" else capture.HOLDOUT_SECTOR_DEG
+        # stratified: one camera per quarter of the split's yaw range
+        lo = capture.HOLDOUT_SECTOR_DEG if p["split"][sel][0] == "train" else 0.0
+        np.testing.assert_array_equal(np.floor((rel - lo) / (span / 4)).astype(int), np.arange(4))
+    assert (p["split"] == "train").sum() == 32
+    with pytest.raises(DatasetError, match="multiple"):
+        capture.make_plan(model, ms, 10, seed=0, views=4)
+
+
 def test_capture_folder_mesh_and_silhouette(dressed, tmp_path):
     import torch
 

@@ -12,7 +12,7 @@ from neural_avatar.errors import NeuralAvatarError
 from neural_avatar.neural.avatar import FrameInputs, build_avatar, GaussianBonesAvatar
 from neural_avatar.neural.evaluation.bench_core import make_frame, procedural_body
 from neural_avatar.neural.inputs.camera import project_points
-from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, MODES
+from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, IMAGE_MODES as MODES
 
 SUBS = {
     "VERTEX_PROJECTION": dict(unet=UNetConfig(width=4, depth=2)),

@@ -13,7 +13,7 @@ from neural_avatar.errors import BundleError, NeuralAvatarError
 from neural_avatar.neural.avatar import build_avatar
 from neural_avatar.neural.evaluation.bench_core import make_frame, procedural_body
 from neural_avatar.neural.bundle import bundle_paths, load_bundle, read_bundle_meta, save_bundle
-from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, MODES
+from neural_avatar.neural.config import AnrConfig, AvatarConfig, StyleConfig, UNetConfig, IMAGE_MODES as MODES
 from neural_avatar.neural.device import ModelCache, pick_device, resolve_device
 
 SUBS = {
