@@ -139,7 +139,7 @@ def _unseen(a, model, motions, device, t_start) -> int:
     from ..neural.evaluation import metrics as M
     from ..neural.evaluation import report
 
-    bundles = resolve_avatars(a.avatar) if a.avatar else unseen.default_bundles()
+    bundles = resolve_avatars(a.avatar, allow_pixel_aligned=True) if a.avatar else unseen.default_bundles()
     samples = subject.CYCLES_SAMPLES if a.samples is None else int(a.samples)
     engine = "BLENDER_WORKBENCH" if a.engine == "WORKBENCH" else a.engine
     own_tmp = a.gt_dir is None

@@ -78,7 +78,7 @@ def _log(msg: str):
 
 
 # ------------------------------------------------------------------------------ inputs
-def resolve_avatars(paths) -> dict:
+def resolve_avatars(paths, allow_pixel_aligned: bool = False) -> dict:
     """``{mode: bundle path}`` for the ``--avatar`` paths, or the shipped defaults of every mode
     that exist. Raises :class:`BundleError` for a missing/invalid bundle, two bundles of one mode,
     or no default avatar at all."""
@@ -94,7 +94,7 @@ def resolve_avatars(paths) -> dict:
                 raise BundleError(f"Avatar bundle '{p}' not found (expected {st.name} and {js.name}).")
             meta = read_bundle_meta(p)
             mode = meta["mode"]
-            if mode not in MODES:
+            if mode not in MODES and not (allow_pixel_aligned and mode == "PIXEL_ALIGNED"):
                 raise BundleError(f"{os.path.basename(str(p))} is a {mode} avatar: it renders a person from their "
                                   "source views, so it is evaluated by eval --unseen-subjects.")
             if mode in out:

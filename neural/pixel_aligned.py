@@ -172,18 +172,19 @@ class PixelAlignedAvatar(Avatar):
                 col = torch.zeros(x.shape[0] * S, 3, device=self.device)
                 sdf = torch.ones(x.shape[0] * S, device=self.device)
                 if len(vi):
-                    body = {"T_t": st_t["T"][b:b + 1], "T_o": enc["body"]["T"][b:b + 1],
+                    e = b if enc["feat"].shape[0] > 1 else 0  # one person's sources for the whole batch
+                    body = {"T_t": st_t["T"][b:b + 1], "T_o": enc["body"]["T"][e:e + 1],
                             "verts_t": vb[self.sub][None], "weights": self.weights_s,
                             "scale_t": st_t["scale"][b:b + 1], "cs_t": st_t["cs"][b:b + 1], "c0": st_t["c0"],
-                            "scale_o": enc["body"]["scale"][b:b + 1], "cs_o": enc["body"]["cs"][b:b + 1],
+                            "scale_o": enc["body"]["scale"][e:e + 1], "cs_o": enc["body"]["cs"][e:e + 1],
                             "template": self.template_s, "template_normals": self.normals_s,
-                            "theta_t": st_t["theta"][b:b + 1], "theta_o": enc["body"]["theta"][b:b + 1],
-                            "joints_o": enc["joints"][b:b + 1]}
-                    src = {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in enc.items()
+                            "theta_t": st_t["theta"][b:b + 1], "theta_o": enc["body"]["theta"][e:e + 1],
+                            "joints_o": enc["joints"][e:e + 1]}
+                    src = {k: (v[e:e + 1] if torch.is_tensor(v) else v) for k, v in enc.items()
                            if k in ("feat", "rgb", "K", "R", "t", "glob", "size")}
                     xv = x.reshape(-1, 3)[vi][None]
                     dv = d[idx][:, None].expand(-1, S, -1).reshape(-1, 3)[vi][None]
-                    ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][b:b + 1], need_grad, p.near_body)
+                    ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][e:e + 1], need_grad, p.near_body)
                     sigma = sigma.index_put((vi,), ev["sigma"][0])
                     col = col.index_put((vi,), ev["rgb"][0])
                     sdf = sdf.index_put((vi,), ev["sdf"][0])
@@ -199,7 +200,7 @@ class PixelAlignedAvatar(Avatar):
             out_acc.append(acc.reshape(1, H, W))
             out_msdf.append(msdf.reshape(1, H, W))
             if template_loss and need_grad:
-                extras["tmpl"].append(self._template_terms(enc, b))
+                extras["tmpl"].append(self._template_terms(enc, b if enc["feat"].shape[0] > 1 else 0))
         res = {"rgb": torch.stack(out_rgb), "mask": torch.stack(out_acc).clamp(0, 1), "min_sdf": torch.stack(out_msdf)}
         for k, v in extras.items():
             if v:

@@ -6,7 +6,7 @@ from .. import modules_registrar
 
 # Modules with register()/unregister(), in registration order. Modules written by later
 # issues are added here as they land.
-_MODULE_NAMES = ("body_ops", "import_motion", "capture", "train_op")
+_MODULE_NAMES = ("body_ops", "import_motion", "capture", "train_op", "new_people")
 
 
 def _modules():

@@ -117,6 +117,20 @@ class NEURAL_AVATAR_PT_avatar(bpy.types.Panel):
                          icon="INFO" if mode else "ERROR")
             if identities:  # a multi-identity bundle: which person this body shows (ANR try-on)
                 _labelled(layout, s, "identity_menu")
+            if mode_id == "PIXEL_ALIGNED":
+                _labelled(layout, s, "source_views")
+        if not s.avatar and context.scene.neural_avatar.mode == "PIXEL_ALIGNED":
+            _labelled(layout, s, "source_views")
+        sc = context.scene.neural_avatar
+        col = layout.column(align=True)
+        col.label(text="New Person (no training)", icon="COMMUNITY")
+        _labelled(col, sc, "views_dir")
+        col.prop(sc, "views_count")
+        col.operator("neural_avatar.avatar_from_views", icon="OUTLINER_OB_CAMERA")
+        _labelled(col, sc, "image_dir")
+        col.prop(sc, "image_frame")
+        _labelled(col, sc, "image_name")
+        col.operator("neural_avatar.avatar_from_image", icon="IMAGE_DATA")
 
 
 class _RenderPanel:

@@ -221,6 +221,20 @@ class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
                                          "digits, _ . -)")
     fit_frames: IntProperty(name="Fit Frames", default=8, min=1, max=100000,
                             description="Frames of the Dataset the new identity is fitted on (evenly spaced)")
+    # New people without training
+    views_dir: StringProperty(name="Views Folder", subtype="DIR_PATH", default="//neural_avatar_views",
+                              description="Capture folder with synchronised views of the person (empty: Avatar "
+                                          "from Views captures the selected dressed body into it)")
+    views_count: IntProperty(name="Views", default=3, min=1, max=16,
+                             description="Source views the PIXEL_ALIGNED avatar reads (AniPixel: 3)")
+    views_bundle: StringProperty(name="Pixel-Aligned Avatar", subtype="FILE_PATH", default="",
+                                 description="Generalizable PIXEL_ALIGNED bundle (empty: the shipped one)")
+    image_dir: StringProperty(name="Image Folder", subtype="DIR_PATH", default="//neural_avatar_image",
+                              description="Capture folder holding the image (empty: Avatar from Image renders one "
+                                          "view of the selected dressed body into it)")
+    image_frame: IntProperty(name="Image Frame", default=0, min=0, description="Frame of the Image Folder")
+    image_name: StringProperty(name="Person", default="person_from_image",
+                               description="Name of the identity Avatar from Image adds")
 
 
 CLASSES = (NEURAL_AVATAR_PG_object, NEURAL_AVATAR_PG_scene)

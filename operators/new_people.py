@@ -1,0 +1,122 @@
+"""New people without training (issue "new people" / AniPixel), thin operators over
+:mod:`..lab.new_people` and :mod:`..neural.new_people`:
+
+* ``neural_avatar.avatar_from_views`` — the selected body becomes a PIXEL_ALIGNED avatar of the
+  person in *Views Folder* (a capture folder with synchronised views); with an empty folder the
+  selected dressed body is first captured from ``views`` cameras into it.
+* ``neural_avatar.avatar_from_image`` — a new identity for a generalizable GAUSSIAN_BONES avatar
+  from one image (frame *Image Frame* of *Image Folder*, or one fresh view of the selected
+  dressed body); the body's Avatar becomes the bundle with that identity.
+
+Both change the scene only when they succeed.
+"""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from .. import classes_registrar
+from ..blender import rig
+from ..errors import NeuralAvatarError
+
+
+def _folder(path: str) -> str:
+    p = bpy.path.abspath(path) if path else ""
+    if not p:
+        raise NeuralAvatarError("Choose a folder first.")
+    return p
+
+
+def _capture_if_empty(context, arm, folder: str, views: int, res: int) -> bool:
+    """Capture ``views`` synchronised views of ``arm`` into ``folder`` unless it already holds a
+    capture; True when it captured."""
+    from ..lab.new_people import capture_views, source_dir_ok
+
+    if source_dir_ok(folder):
+        return False
+    if os.path.isdir(folder) and os.listdir(folder):
+        raise NeuralAvatarError(f"'{folder}' holds files but no capture (dataset.json): choose an empty folder "
+                                "to capture into, or a capture folder.")
+    capture_views(context, arm, folder, views=views, res=res)
+    return True
+
+
+class NEURAL_AVATAR_OT_avatar_from_views(bpy.types.Operator):
+    """Make the selected body a PIXEL_ALIGNED (AniPixel) avatar of the person seen in the Views
+    Folder, with no training; an empty folder first gets synchronised views of the selected dressed body"""
+
+    bl_idname = "neural_avatar.avatar_from_views"
+    bl_label = "Avatar from Views"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        if not rig.deps_ok(self, "numpy", "torch", "safetensors", feature="Avatar from Views"):
+            return {"CANCELLED"}
+        from ..engine.avatars import default_avatar_path
+        from ..neural.new_people import check_source_views
+
+        s = context.scene.neural_avatar
+        arm = rig.find_body(context)
+        try:
+            if arm is None:
+                raise NeuralAvatarError("Select the body that should become the avatar.")
+            folder = _folder(s.views_dir)
+            bundle = bpy.path.abspath(s.views_bundle) if s.views_bundle else default_avatar_path("PIXEL_ALIGNED")
+            if not os.path.isfile(bundle):
+                raise NeuralAvatarError(f"No PIXEL_ALIGNED bundle at {bundle}.")
+            captured = _capture_if_empty(context, arm, folder, s.views_count, s.capture_res)
+            info = check_source_views(folder, s.views_count)
+        except (NeuralAvatarError, OSError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        arm.neural_avatar.avatar = bundle
+        arm.neural_avatar.source_views = s.views_dir
+        self.report({"INFO"}, f"'{arm.name}' now shows the person of {info['views']} source views"
+                              + (" (captured)" if captured else ""))
+        return {"FINISHED"}
+
+
+class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
+    """Add the person of one image to a generalizable GAUSSIAN_BONES avatar (appearance encoder,
+    no training) and show them on the selected body; an empty Image Folder first gets one view of the
+    selected dressed body"""
+
+    bl_idname = "neural_avatar.avatar_from_image"
+    bl_label = "Avatar from Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        if not rig.deps_ok(self, "numpy", "torch", "safetensors", feature="Avatar from Image"):
+            return {"CANCELLED"}
+        from ..engine.avatars import DATA_AVATARS
+        from ..neural.bundle import read_bundle_meta
+        from ..neural.new_people import avatar_from_image
+
+        s = context.scene.neural_avatar
+        arm = rig.find_body(context)
+        try:
+            if arm is None:
+                raise NeuralAvatarError("Select the body that should show the new person.")
+            folder = _folder(s.image_dir)
+            own = bpy.path.abspath(arm.neural_avatar.avatar) if arm.neural_avatar.avatar else ""
+            if own and os.path.isfile(own if own.endswith(".safetensors") else own + ".safetensors") and \
+                    read_bundle_meta(own)["mode"] == "GAUSSIAN_BONES":
+                bundle = own
+            else:
+                bundle = os.path.join(DATA_AVATARS, "zoo", "gaussian_bones.safetensors")
+            _capture_if_empty(context, arm, folder, 1, s.capture_res)
+            out = os.path.join(folder, f"avatar_{s.image_name}")
+            res = avatar_from_image(bundle, folder, s.image_frame, s.image_name, out)
+        except (NeuralAvatarError, OSError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        arm.neural_avatar.avatar = res["bundle"]
+        arm.neural_avatar.identity = res["identity"]
+        self.report({"INFO"}, f"'{arm.name}' shows '{res['identity']}' ({len(res['identities'])} people in the bundle)")
+        return {"FINISHED"}
+
+
+CLASSES = (NEURAL_AVATAR_OT_avatar_from_views, NEURAL_AVATAR_OT_avatar_from_image)
+
+register, unregister = classes_registrar(CLASSES)
