@@ -14,6 +14,15 @@ bundles as the defaults (``data/avatars/<mode>.json|.safetensors`` and the train
   clock: 256-px patches (batch 8) of the 512² frames, from scratch, bf16, every run ending
   normally at its time limit; the three runs share the GPU.
 
+The generalizable avatars (issues "new people" and AniPixel) have their own presets, run on a
+multi-subject zoo capture (``capture --subjects 12 --views 4 --res 128 ...``) and installed into
+``data/avatars/zoo/``: SMPLpix for every subject, HVS with its appearance encoder (eq. 4) and
+PIXEL_ALIGNED (AniPixel):
+
+* ``zoo-cpu`` — about 55 min (SMPLpix, HVS) and 100 min (AniPixel) side by side on a 2-core CPU,
+  128², warm-started from the single-subject defaults where the weights fit;
+* ``zoo-gpu`` — every run within ``--minutes`` (default 10) on one GPU.
+
 Each run is a ``python -m neural_avatar train`` process (resumable with ``--resume``); its log is
 ``OUT/<mode>/train.log``. Each bundle's JSON records where and how it was trained.
 """
@@ -30,6 +39,8 @@ import time
 from ..common.guards import float_in, int_in
 
 MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES")
+ZOO_MODES = ("VERTEX_PROJECTION", "GAUSSIAN_BONES", "PIXEL_ALIGNED")
+_ENCODER = ["--avatar-json", '{"style": {"encoder": true}}']
 
 #: per-preset, per-mode ``train`` flags (the recipe; README "Default avatars" gives the figures)
 PRESETS = {
@@ -46,6 +57,21 @@ PRESETS = {
         "VERTEX_PROJECTION": ["--steps", "6000", "--stage1-fraction", "0.5"],
         "NEURAL_TEXTURE": ["--steps", "6000"],
         "GAUSSIAN_BONES": ["--steps", "6000"],
+    },
+    "zoo-cpu": {
+        "common": ["--res", "128", "--val-every", "300", "--ckpt-every", "100", "--val-frames", "2",
+                   "--log-every", "10"],
+        "VERTEX_PROJECTION": ["--steps", "2400", "--batch", "4", "--stage1-fraction", "0.5", "--time-limit", "3300"],
+        "GAUSSIAN_BONES": ["--steps", "2400", "--batch", "4", "--time-limit", "3300"] + _ENCODER,
+        "PIXEL_ALIGNED": ["--steps", "3000", "--batch", "1", "--patch", "32", "--val-every", "0",
+                          "--time-limit", "6000"],
+    },
+    "zoo-gpu": {
+        "common": ["--res", "128", "--val-every", "1000", "--ckpt-every", "250", "--val-frames", "4",
+                   "--log-every", "25", "--precision", "bf16"],
+        "VERTEX_PROJECTION": ["--steps", "8000", "--batch", "16", "--stage1-fraction", "0.5"],
+        "GAUSSIAN_BONES": ["--steps", "8000", "--batch", "16"] + _ENCODER,
+        "PIXEL_ALIGNED": ["--steps", "6000", "--batch", "4", "--patch", "64"],
     },
 }
 
@@ -67,12 +93,17 @@ def plan(preset: str, modes, data: str, out: str, device: str, minutes: float, i
     runs = []
     for mode in modes:
         argv = ["--data", data, "--mode", mode, "--out", os.path.join(out, mode.lower()), "--device", device]
+        if mode not in spec:
+            from ..errors import NeuralAvatarError
+
+            raise NeuralAvatarError(f"The {preset} preset has no recipe for {mode}; its modes: "
+                                    f"{', '.join(k for k in spec if k != 'common')}.")
         argv += spec["common"] + spec[mode]
-        if preset == "cpu" and "--precision" not in argv:
+        if preset in ("cpu", "zoo-cpu") and "--precision" not in argv:
             argv += ["--precision", "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"]
         if threads:
             argv += ["--threads", str(threads)]
-        if minutes > 0:
+        if minutes > 0 and "--time-limit" not in argv:
             argv += ["--time-limit", f"{max(1.0, minutes * 60):g}"]
         if init_dir:
             init = os.path.join(init_dir, mode.lower() + ".json")
@@ -111,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="capture folder of the demo subject (capture --res 512)")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per mode)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--modes", nargs="+", choices=sorted(set(MODES) | set(ZOO_MODES)), default=None,
+                    help="default: the preset's (three single-subject modes; zoo: SMPLpix, HVS+encoder, AniPixel)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda for --preset gpu)")
     ap.add_argument("--minutes", type=float_in(0.0, 10000.0, "--minutes"), default=None,
                     help="wall-clock budget of every run (default: 10 for gpu, none for cpu)")
@@ -126,10 +158,13 @@ def main(argv=None) -> int:
     ap.add_argument("--train-args", default="", metavar="ARGS",
                     help='extra `train` flags appended to every run (later flags win), e.g. "--batch 2"')
     a = ap.parse_args(argv)
-    device = a.device or ("cuda" if a.preset == "gpu" else "cpu")
-    minutes = a.minutes if a.minutes is not None else (10.0 if a.preset == "gpu" else 0.0)
+    zoo = a.preset.startswith("zoo")
+    a.modes = a.modes or list(ZOO_MODES if zoo else MODES)
+    gpu = a.preset in ("gpu", "zoo-gpu")
+    device = a.device or ("cuda" if gpu else "cpu")
+    minutes = a.minutes if a.minutes is not None else (10.0 if gpu else 0.0)
     init_dir = a.init_dir if a.init_dir is not None else (
-        os.path.join(_repo_root(), "data", "avatars") if a.preset == "cpu" else None)
+        os.path.join(_repo_root(), "data", "avatars") if a.preset in ("cpu", "zoo-cpu") else None)
     threads = a.threads if a.threads is not None else (
         max(1, (os.cpu_count() or 2) // len(a.modes)) if device == "cpu" else 0)
     runs = plan(a.preset, a.modes, a.data, a.out, device, minutes, init_dir, a.resume, threads)
@@ -175,7 +210,8 @@ def main(argv=None) -> int:
         print(json.dumps({"event": "error", "failed": failed}), flush=True)
         return 2
     if a.install:
-        dest = a.install_dir or os.path.join(_repo_root(), "data", "avatars")
+        dest = a.install_dir or os.path.join(_repo_root(), "data", "avatars", *(("zoo",) if zoo else ()))
+        os.makedirs(dest, exist_ok=True)
         for mode, _ in runs:
             print(json.dumps({"event": "installed", "mode": mode, "files": install(a.out, mode, dest)}), flush=True)
     return 0

@@ -11,6 +11,10 @@ DEFAULT_BODY_ID = "default-neutral-v1"
 
 
 def default_avatar_path(mode: str) -> str:
+    """The shipped bundle of ``mode``: the demo subject's for the three per-person modes; the
+    generalizable AniPixel bundle (trained on the subject zoo) for PIXEL_ALIGNED."""
+    if mode == "PIXEL_ALIGNED":
+        return os.path.join(DATA_AVATARS, "zoo", "pixel_aligned.safetensors")
     return os.path.join(DATA_AVATARS, f"{mode.lower()}.safetensors")
 
 

@@ -66,7 +66,7 @@ def default_bundles() -> dict:
     from ..neural.config import MODES
 
     out = {}
-    for mode in list(MODES) + ["PIXEL_ALIGNED"]:
+    for mode in MODES:
         p = os.path.join(DATA_AVATARS, "zoo", f"{mode.lower()}.safetensors")
         if os.path.isfile(p):
             out[mode] = p

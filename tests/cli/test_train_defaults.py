@@ -70,3 +70,18 @@ def test_a_failed_run_is_reported(tmp_path):
               "--out", str(tmp_path / "out"), "--modes", "GAUSSIAN_BONES"])
     assert r.returncode == 2
     assert json.loads(r.stdout.splitlines()[-1]) == {"event": "error", "failed": ["GAUSSIAN_BONES"]}
+
+
+def test_zoo_presets_train_the_generalizable_modes():
+    from neural_avatar.errors import NeuralAvatarError
+
+    runs = dict(TD.plan("zoo-gpu", TD.ZOO_MODES, "ZOO", "OUT", "cuda", 10, None, False, 0))
+    assert set(runs) == {"VERTEX_PROJECTION", "GAUSSIAN_BONES", "PIXEL_ALIGNED"}
+    hvs = runs["GAUSSIAN_BONES"]
+    assert json.loads(hvs[hvs.index("--avatar-json") + 1]) == {"style": {"encoder": True}}
+    for args in runs.values():
+        assert args[args.index("--time-limit") + 1] == "600" and args.count("--time-limit") == 1
+    cpu = dict(TD.plan("zoo-cpu", TD.ZOO_MODES, "ZOO", "OUT", "cpu", 0, None, False, 1))
+    assert cpu["PIXEL_ALIGNED"][cpu["PIXEL_ALIGNED"].index("--time-limit") + 1] == "6000"
+    with pytest.raises(NeuralAvatarError, match="no recipe for NEURAL_TEXTURE"):
+        TD.plan("zoo-cpu", ["NEURAL_TEXTURE"], "ZOO", "OUT", "cpu", 0, None, False, 1)
