@@ -825,6 +825,15 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
 
     base = AvatarConfig.default(cfg.mode, resolution=int(max(ds.size)), background=ds.background,
                                 num_joints=int(ds.params["poses"].shape[1])).to_dict()
+    if cfg.init:
+        # a warm start (and a fitted identity) keeps the networks of the bundle it starts from
+        from ..bundle import read_bundle_meta
+
+        sub = {"VERTEX_PROJECTION": "unet", "NEURAL_TEXTURE": "anr", "GAUSSIAN_BONES": "style",
+               "PIXEL_ALIGNED": "pixel"}[cfg.mode]
+        init_cfg = (read_bundle_meta(cfg.init).get("config") or {}).get(sub)
+        if isinstance(init_cfg, dict):
+            base[sub] = _merge(base[sub] or {}, init_cfg)
     acfg = AvatarConfig.from_dict(_merge(base, cfg.avatar or {}))
     if cfg.mode == PIXEL_ALIGNED:
         acfg = dataclasses.replace(acfg, pixel=dataclasses.replace(acfg.pixel, num_identities=ds.num_identities))
