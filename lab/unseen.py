@@ -146,13 +146,39 @@ def capture_reference(spec, ref_dir: str, res: int, engine: str, samples: int, s
 
 
 class _Fixed:
-    """A loaded avatar given a new person's data, rendering like any method."""
+    """A loaded avatar given a new person's data, rendering like any method. Like the engine
+    (which paints each body in a window at its avatar's trained scale), a frame smaller than the
+    avatar's training resolution is rendered ``s = resolution / side`` times larger and
+    area-averaged back down, so every avatar sees bodies at the scale it learnt."""
 
     def __init__(self, avatar, mode: str):
         self.avatar, self.mode = avatar, mode
 
     def render(self, frame, precision: str = "fp32"):
-        return self.avatar.render(frame, precision=precision)
+        import dataclasses
+
+        import torch.nn.functional as F
+
+        s = int(round(self.avatar.config.resolution / max(frame.size)))
+        if s <= 1:
+            return self.avatar.render(frame, precision=precision)
+        K = frame.K.clone()
+        K[:, :2] = K[:, :2] * s
+        big = dataclasses.replace(frame, K=K, size=(frame.size[0] * s, frame.size[1] * s))
+        out = self.avatar.render(big, precision=precision)
+        return {k: (F.avg_pool2d(v, s) if k in ("rgb", "mask", "rgb_fg") and v is not None else None)
+                for k, v in out.items()}
+
+
+def reference_resolution(bundles: dict, res: int) -> int:
+    """The reference capture's side: the evaluation's, or the NEURAL_TEXTURE bundle's training
+    resolution when larger (its texture is fitted at the scale its renderer learnt)."""
+    from ..neural.bundle import read_bundle_meta
+
+    out = int(res)
+    if "NEURAL_TEXTURE" in bundles:
+        out = max(out, int(read_bundle_meta(bundles["NEURAL_TEXTURE"])["config"].get("resolution", res)))
+    return out
 
 
 def prepare_method(mode: str, bundle: str, ref_dir: str, name: str, vertex_colors, device, model,
@@ -174,7 +200,7 @@ def prepare_method(mode: str, bundle: str, ref_dir: str, name: str, vertex_color
             raise BundleError(f"{os.path.basename(bundle)} has no appearance encoder: the unseen-subjects protocol "
                               "needs a zoo-trained GAUSSIAN_BONES bundle (train with --avatar-json "
                               "'{\"style\": {\"encoder\": true}}').")
-        ds = CaptureDataset(ref_dir, "train", model, res=res, device=device)
+        ds = CaptureDataset(ref_dir, "train", model, device=device)
         with torch.no_grad():
             av.identity.appearance.data.copy_(av.encode_appearance(ds.sources([0]))[0])
         return _Fixed(av, mode)
@@ -184,10 +210,11 @@ def prepare_method(mode: str, bundle: str, ref_dir: str, name: str, vertex_color
         out = os.path.join(work_dir, f"fit_{name}")
         bundle_out = os.path.join(out, "avatar.safetensors")
         if not os.path.isfile(bundle_out):
+            # at the reference's own scale; 128² patches when it is larger (the training recipe's)
             cfg = TrainConfig(data=ref_dir, mode=mode, out=out, init=bundle, fit_identity=name,
                               frames_limit=FIT_FRAMES, steps=int(fit_steps), batch=4, use_gan=False, val_every=0,
-                              ckpt_every=100, res=int(res), split_optimization=False, resume=True,
-                              device=str(device))
+                              ckpt_every=100, split_optimization=False, resume=True, device=str(device),
+                              patch=128 if res > 128 else None, precision="bf16" if str(device) == "cpu" else "fp32")
             t0 = time.perf_counter()
             r = train(cfg, body_model=model)
             _log(f"{name}: NEURAL_TEXTURE texture fitted on {FIT_FRAMES} frames, {r['step']} steps, "
@@ -212,6 +239,7 @@ def evaluate_unseen(bundles: dict, k: int, motion_paths, motions, views: int, fr
 
     specs = unseen_specs(k, seed, training_seeds(bundles.values()))
     ref_motions = reference_motions(motion_paths)
+    ref_res = reference_resolution(bundles, res)
     per, evals, frames_total = {}, {}, 0
     for i, spec in enumerate(specs):
         base = os.path.join(gt_root, spec.name)
@@ -222,14 +250,14 @@ def evaluate_unseen(bundles: dict, k: int, motion_paths, motions, views: int, fr
         render_ground_truth(plan, gt_dir, res, engine, samples, int(seed) + i, motion_paths, texture_size,
                             progress=lambda info, n=spec.name: _log(f"{n}: ground truth {info['done']}/{info['of']}"),
                             spec=spec)
-        capture_reference(spec, ref_dir, res, engine, samples, int(seed) + i, ref_motions, texture_size,
+        capture_reference(spec, ref_dir, ref_res, engine, samples, int(seed) + i, ref_motions, texture_size,
                           progress=lambda info, n=spec.name: _log(f"{n}: reference {info['done']}/{info['of']}"))
         gt = load_ground_truth(gt_dir, model)
         methods = {CLASSICAL: VertexColorBaseline(model.faces, gt["vertex_colors"], gt["background"].tolist(),
                                                   supersample=2, device=device)}
         for mode, path in bundles.items():
             methods[mode] = prepare_method(mode, path, ref_dir, spec.name, gt["vertex_colors"], device, model,
-                                           base, res, fit_steps)
+                                           base, ref_res, fit_steps)
         margin = max(1, int(round(res / 32)))
         seq = plan["sequence"]
         from .evaluate import _grid_frames
@@ -244,7 +272,7 @@ def evaluate_unseen(bundles: dict, k: int, motion_paths, motions, views: int, fr
     result = {"protocol": "unseen_subjects", "subjects": [s.to_dict() for s in specs], "frames": frames_total,
               "methods": mean, "per_subject": per, "inputs": {m: INPUTS.get(m, "") for m in names},
               "avatars": {m: os.path.basename(p) for m, p in bundles.items()},
-              "reference": {"frames": REFERENCE_FRAMES, "views_per_pose": REFERENCE_VIEWS,
+              "reference": {"frames": REFERENCE_FRAMES, "views_per_pose": REFERENCE_VIEWS, "resolution": ref_res,
                             "motions": [os.path.basename(p) for p in ref_motions]}}
     first = evals[specs[0].name]
     return {"result": result, "grid": first["grid"], "evals": evals}
