@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           scale_range=list(args.scale_range) if args.scale_range else None,
                           threads=args.threads, stage1_fraction=args.stage1_fraction,
                           time_limit_s=args.time_limit, fit_identity=args.fit_identity,
-                          frames_limit=args.frames_limit,
+                          frames_limit=args.frames_limit, color_permute=args.color_permute,
                           **({"split_optimization": False} if args.fit_identity else {}),
                           **({"val_frames": args.val_frames} if args.val_frames else {}))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-fraction", type=float, default=0.5,
                    help="SMPLpix: share of the steps before the adversarial stage (eq. 7)")
     p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--color-permute", action="store_true",
+                   help="SMPLpix on several people: permute the RGB channels of input colours and target together "
+                        "(half the steps), so the network paints the colours it is given (unseen subjects)")
     p.add_argument("--fit-identity", default=None, metavar="NAME",
                    help="fit a new identity NAME with the renderer of --init frozen (ANR / HVS)")
     p.add_argument("--frames-limit", type=int_in(0, 10_000_000, "--frames-limit"), default=0,

@@ -101,6 +101,10 @@ class TrainConfig:
     stage1_fraction: float = 0.5
     """SMPLpix: fraction of the steps in stage 1 (100 of 200 epochs in the paper)."""
     use_gan: Optional[bool] = None
+    #: SMPLpix on several people: with probability 1/2 a step permutes the RGB channels of the input
+    #: vertex colours and of the target image alike, so the network paints the colours it is
+    #: given instead of memorising the training people's palettes (for unseen subjects)
+    color_permute: bool = False
     """Adversarial loss; None = mode default (SMPLpix stage 2: yes, ANR: yes, HVS: no)."""
     gan_loss: str = "lsgan"
     """'lsgan' (pix2pixHD) or 'hinge'."""
@@ -542,10 +546,12 @@ class _Trainer:
     def forward(self, frame, identity: int, appearance: Optional[torch.Tensor] = None):
         """The avatar on ``frame`` with ``identity``'s parameters; ``appearance (B,M,A)``
         (HVS with an encoder) replaces the identity's appearance vectors per sample."""
-        if identity == 0 and appearance is None:
+        if identity == 0 and appearance is None and not getattr(self, "_permuted", None):
             return self.fwd(frame)
         params = {"avatar." + n: p for n, p in self.banks[identity].items()} if identity else {}
         params.update({"avatar." + n: t for n, t in self.fixed[identity].items()})
+        if getattr(self, "_permuted", None):
+            params.update({"avatar." + n: t for n, t in self._permuted.items()})
         if appearance is not None:
             params["avatar.identity.appearance"] = appearance
         return torch.func.functional_call(self.fwd, params, (frame,), strict=False)
@@ -575,8 +581,18 @@ class _Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def step(self, frame, tgt, identity: int, update_identity: bool, source=None) -> Dict[str, float]:
-        with self.autocast():
-            comps, d_loss = self._losses(frame, tgt, identity, update_identity, source)
+        if self.cfg.color_permute and self.mode == VERTEX_PROJECTION:
+            g = torch.Generator().manual_seed(int(self.step_count) * 7919 + 17)
+            if float(torch.rand((), generator=g)) < 0.5:
+                perm = torch.randperm(3, generator=g).to(self.device)
+                vc = self.fixed[identity].get("identity.vertex_colors", self.avatar.identity.vertex_colors)
+                self._permuted = {"identity.vertex_colors": vc.detach()[:, perm]}
+                tgt = dataclasses.replace(tgt, rgb=tgt.rgb[:, perm])
+        try:
+            with self.autocast():
+                comps, d_loss = self._losses(frame, tgt, identity, update_identity, source)
+        finally:
+            self._permuted = None
         return self._apply(comps, d_loss, identity, update_identity)
 
     def _losses(self, frame, tgt, identity: int, update_identity: bool, source=None):

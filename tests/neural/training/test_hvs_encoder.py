@@ -100,3 +100,25 @@ def test_training_the_encoder_reduces_the_loss_and_ships_every_person(tmp_path, 
     av = load_bundle(res["bundle"])
     ds = CaptureDataset(zoo, "val", body)
     assert av.encode_appearance(ds.sources([0])).shape[1] == av.config.style.num_primitives
+
+
+def test_smplpix_colour_permutation_trains_on_several_people(tmp_path, zoo, body):
+    """--color-permute: the input colours and the target are permuted alike (half the steps)."""
+    cfg = TrainConfig(data=zoo, mode="VERTEX_PROJECTION", out=str(tmp_path), steps=6, batch=2, log_every=1,
+                      val_every=0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 2}},
+                      perceptual="l1_msssim", threads=1, color_permute=True, use_gan=False)
+    seen = []
+    from neural_avatar.neural.training import trainer as T
+
+    orig = T._Trainer._losses
+
+    def spy(self, frame, tgt, identity, update_identity, source=None):
+        seen.append(getattr(self, "_permuted", None) is not None)
+        return orig(self, frame, tgt, identity, update_identity, source)
+
+    T._Trainer._losses = spy
+    try:
+        res = train(cfg, body_model=body)
+    finally:
+        T._Trainer._losses = orig
+    assert res["status"] == "finished" and any(seen) and not all(seen)
