@@ -57,6 +57,20 @@ def test_avatar_from_views_captures_sets_the_body_and_renders(addon, tmp_path):
 
     img = cv2.imread(str(tmp_path / "pa.png"), cv2.IMREAD_UNCHANGED)
     assert img is not None and img[..., 3].max() > 0  # the body is painted
+    # an animation: every frame written, the body moving between them
+    from neural_avatar.blender.motion_import import import_motions
+    from neural_avatar.common.paths import bundled_walk
+
+    import_motions(bpy.context, arm, [bundled_walk()], target_fps=30.0)
+    scene.frame_start, scene.frame_end = 1, 2
+    scene.render.filepath = str(tmp_path / "anim" / "f_")
+    state.clear_error()
+    bpy.ops.render.render(animation=True)
+    assert state.LAST_ERROR == ""
+    frames = sorted(os.listdir(tmp_path / "anim"))
+    assert len(frames) == 2
+    a, b = (cv2.imread(str(tmp_path / "anim" / f), cv2.IMREAD_UNCHANGED) for f in frames)
+    assert np.abs(a.astype(int) - b.astype(int)).sum() > 0
     # a body without source views: an ERROR, no frame
     arm.neural_avatar.source_views = ""
     state.clear_error()
