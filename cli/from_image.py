@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 
@@ -44,9 +43,9 @@ def main(argv=None) -> int:
 
 
 def _default_bundle() -> str:
-    from ..engine.avatars import DATA_AVATARS
+    from ..engine.avatars import zoo_avatar_path
 
-    return os.path.join(DATA_AVATARS, "zoo", "gaussian_bones.safetensors")
+    return zoo_avatar_path("GAUSSIAN_BONES")
 
 
 def _capture_zoo_view(seed: int, out: str, res: int, views: int) -> None:

@@ -10,11 +10,16 @@ DATA_AVATARS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DEFAULT_BODY_ID = "default-neutral-v1"
 
 
+def zoo_avatar_path(mode: str) -> str:
+    """The shipped generalizable bundle of ``mode``, trained on the subject zoo (data/avatars/zoo)."""
+    return os.path.join(DATA_AVATARS, "zoo", f"{mode.lower()}.safetensors")
+
+
 def default_avatar_path(mode: str) -> str:
     """The shipped bundle of ``mode``: the demo subject's for the three per-person modes; the
     generalizable AniPixel bundle (trained on the subject zoo) for PIXEL_ALIGNED."""
     if mode == "PIXEL_ALIGNED":
-        return os.path.join(DATA_AVATARS, "zoo", "pixel_aligned.safetensors")
+        return zoo_avatar_path(mode)
     return os.path.join(DATA_AVATARS, f"{mode.lower()}.safetensors")
 
 

@@ -219,8 +219,6 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
     Starts from factory settings (the current Blender session's scene is replaced). When
     ``gt_dir`` already holds a finished capture of the same plan (``eval_plan.json``), nothing
     is rendered. Returns ``{"rendered": n, "seconds_per_frame": s, "engine": e}``."""
-    import bpy
-
     from . import capture, subject
 
     settings = {"res": int(res), "engine": str(engine).upper(), "samples": int(samples),
@@ -250,17 +248,11 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
         json.dump({"digest": digest, "settings": settings, "sequences": plan["sequences"],
                    "sequence": plan["sequence"].tolist(), "time": plan["time"].tolist()}, f, indent=1)
 
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    registered_here = False
-    if not hasattr(bpy.types.Scene, "neural_avatar"):
-        from .. import register
+    from .scene_setup import factory_scene
 
-        register()
-        registered_here = True
-    try:
-        ctx = bpy.context
+    with factory_scene() as ctx:
         subj = subject.build_demo_subject(ctx, texture_size=int(texture_size),
-                                          **({"spec": spec} if spec is not None else {}))
+                                          spec=spec if spec is not None else subject.DEMO)
         N = len(plan["sequence"])
         job = capture.CaptureJob(ctx, subj["armature"], gt_dir, N, int(res), settings["engine"], int(seed),
                                  [str(p) for p in motion_paths], samples=int(samples),
@@ -271,11 +263,6 @@ def render_ground_truth(plan: dict, gt_dir: str, res: int, engine: str, samples:
         secs = job.frame_seconds
         return {"rendered": job.rendered, "seconds_per_frame": float(np.mean(secs)) if secs else 0.0,
                 "engine": settings["engine"], "reused": False}
-    finally:
-        if registered_here:
-            from .. import unregister
-
-            unregister()
 
 
 def load_ground_truth(gt_dir: str, model) -> dict:

@@ -2,6 +2,7 @@
 bundled motion, a camera framing the body, a plain world, and the Neural Avatar engine."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import bpy
@@ -15,6 +16,22 @@ def ensure_registered():
         from .. import register
 
         register()
+
+
+@contextlib.contextmanager
+def factory_scene():
+    """Blender's factory settings (the session's scene is replaced) with the extension
+    registered; yields the context. Registered here -> unregistered on the way out."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    registered_here = not hasattr(bpy.types.Scene, "neural_avatar")
+    ensure_registered()
+    try:
+        yield bpy.context
+    finally:
+        if registered_here:
+            from .. import unregister
+
+            unregister()
 
 
 def add_default_body(context=None, name="Body"):

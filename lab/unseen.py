@@ -62,12 +62,12 @@ INPUTS = {
 def default_bundles() -> dict:
     """The shipped generalizable bundles (``data/avatars/zoo/<mode>``); NEURAL_TEXTURE falls back
     on the single-subject default (its renderer is frozen for fitting anyway)."""
-    from ..engine.avatars import DATA_AVATARS, default_avatar_path
+    from ..engine.avatars import default_avatar_path, zoo_avatar_path
     from ..neural.config import MODES
 
     out = {}
     for mode in MODES:
-        p = os.path.join(DATA_AVATARS, "zoo", f"{mode.lower()}.safetensors")
+        p = zoo_avatar_path(mode)
         if os.path.isfile(p):
             out[mode] = p
     if "NEURAL_TEXTURE" not in out and os.path.isfile(default_avatar_path("NEURAL_TEXTURE")):
@@ -118,31 +118,17 @@ def reference_motions(eval_paths) -> list:
 def capture_reference(spec, ref_dir: str, res: int, engine: str, samples: int, seed: int, motions,
                       texture_size: int = 1024, progress=None) -> dict:
     """The reference capture of ``spec`` (resumable: an identical capture on disk is kept)."""
-    import bpy
-
     from . import subject
     from .capture import capture_dataset
+    from .scene_setup import factory_scene
 
     if os.path.isfile(os.path.join(ref_dir, "dataset.json")):
         return {"rendered": 0, "reused": True}
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    registered_here = False
-    if not hasattr(bpy.types.Scene, "neural_avatar"):
-        from .. import register
-
-        register()
-        registered_here = True
-    try:
-        ctx = bpy.context
+    with factory_scene() as ctx:
         subj = subject.build_demo_subject(ctx, texture_size=int(texture_size), spec=spec)
         return capture_dataset(ctx, ref_dir, REFERENCE_FRAMES, int(res), engine, int(seed) + 7919, motions,
                                arm=subj["armature"], samples=int(samples), vertex_colors=subj["vertex_colors"],
                                views=REFERENCE_VIEWS, progress=progress)
-    finally:
-        if registered_here:
-            from .. import unregister
-
-            unregister()
 
 
 class _Fixed:

@@ -72,7 +72,7 @@ def avatar_from_image(bundle: str, capture_dir: str, frame: int, name: str, out:
 
 def check_source_views(folder: str, views: int = 3, body_model=None) -> dict:
     """The folder's first synchronised group of ``views`` frames (DatasetError naming the
-    problem otherwise); returns ``{"views", "frames"}``."""
+    problem otherwise); returns ``{"views", "size"}`` (the views' ``[H, W]``)."""
     from .. import body as body_lib
     from .pixel_aligned import source_views_from_capture
 

@@ -165,7 +165,8 @@ class PixelAlignedAvatar(Avatar):
                     u = u[None].expand(len(idx), S)
                 z = near[idx, None] + (far[idx] - near[idx])[:, None] * u
                 x = o + d[idx, None] * z[..., None]  # (R,S,3)
-                dist, _ = skinning.nearest(x.reshape(1, -1, 3), vb[self.sub][None])
+                vs = vb[self.sub][None]
+                dist, nn_i = skinning.nearest(x.reshape(1, -1, 3), vs)  # eq. 1's nearest surface, once
                 valid = dist[0] < p.near_body
                 vi = torch.nonzero(valid)[:, 0]
                 sigma = torch.zeros(x.shape[0] * S, device=self.device)
@@ -174,7 +175,7 @@ class PixelAlignedAvatar(Avatar):
                 if len(vi):
                     e = b if enc["feat"].shape[0] > 1 else 0  # one person's sources for the whole batch
                     body = {"T_t": st_t["T"][b:b + 1], "T_o": enc["body"]["T"][e:e + 1],
-                            "verts_t": vb[self.sub][None], "weights": self.weights_s,
+                            "verts_t": vs, "weights": self.weights_s,
                             "scale_t": st_t["scale"][b:b + 1], "cs_t": st_t["cs"][b:b + 1], "c0": st_t["c0"],
                             "scale_o": enc["body"]["scale"][e:e + 1], "cs_o": enc["body"]["cs"][e:e + 1],
                             "template": self.template_s, "template_normals": self.normals_s,
@@ -184,7 +185,8 @@ class PixelAlignedAvatar(Avatar):
                            if k in ("feat", "rgb", "K", "R", "t", "glob", "size")}
                     xv = x.reshape(-1, 3)[vi][None]
                     dv = d[idx][:, None].expand(-1, S, -1).reshape(-1, 3)[vi][None]
-                    ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][e:e + 1], need_grad, p.near_body)
+                    ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][e:e + 1], need_grad, p.near_body,
+                                     nearest_t=(dist[:, vi], nn_i[:, vi]))
                     sigma = sigma.index_put((vi,), ev["sigma"][0])
                     col = col.index_put((vi,), ev["rgb"][0])
                     sdf = sdf.index_put((vi,), ev["sdf"][0])
@@ -267,17 +269,15 @@ def source_views_from_capture(root: str, body_model, views: int = 3, group: Opti
     first group with that many views, or ``group``) as :class:`SourceViews`."""
     from .training.dataset import CaptureDataset
 
-    ds = None
     for split in ("train", "val", "test"):
         try:
-            d = CaptureDataset(root, split, body_model, res=res, device=device)
+            ds = CaptureDataset(root, split, body_model, res=res, device=device)
         except DatasetError:
             continue
-        groups = d.pose_group[np.asarray(d.indices)]
+        groups = ds.pose_group[np.asarray(ds.indices)]
         for g in ([group] if group is not None else list(dict.fromkeys(groups.tolist()))):
             pos = [int(k) for k in np.nonzero(groups == g)[0]]
             if len(pos) >= views:
-                ds = d
                 return ds.sources(pos[:views], views_per_item=views)
     raise DatasetError(f"'{os.path.basename(os.path.abspath(root))}' has no {views} synchronised views of one instant: "
                        f"capture it with --views {views} (or more), or Avatar from Views in Blender.")

@@ -89,8 +89,8 @@ class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
     def execute(self, context):
         if not rig.deps_ok(self, "numpy", "torch", "safetensors", feature="Avatar from Image"):
             return {"CANCELLED"}
-        from ..engine.avatars import DATA_AVATARS
-        from ..neural.bundle import read_bundle_meta
+        from ..engine.avatars import zoo_avatar_path
+        from ..neural.bundle import bundle_paths, read_bundle_meta
         from ..neural.new_people import avatar_from_image
 
         s = context.scene.neural_avatar
@@ -100,11 +100,10 @@ class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
                 raise NeuralAvatarError("Select the body that should show the new person.")
             folder = _folder(s.image_dir)
             own = bpy.path.abspath(arm.neural_avatar.avatar) if arm.neural_avatar.avatar else ""
-            if own and os.path.isfile(own if own.endswith(".safetensors") else own + ".safetensors") and \
-                    read_bundle_meta(own)["mode"] == "GAUSSIAN_BONES":
+            if own and bundle_paths(own)[0].is_file() and read_bundle_meta(own)["mode"] == "GAUSSIAN_BONES":
                 bundle = own
             else:
-                bundle = os.path.join(DATA_AVATARS, "zoo", "gaussian_bones.safetensors")
+                bundle = zoo_avatar_path("GAUSSIAN_BONES")
             _capture_if_empty(context, arm, folder, 1, s.capture_res)
             out = os.path.join(folder, f"avatar_{s.image_name}")
             res = avatar_from_image(bundle, folder, s.image_frame, s.image_name, out)

@@ -58,6 +58,9 @@ class HashGrid(nn.Module):
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32), persistent=False)
         self.table = nn.Parameter(torch.empty(levels, self.T, features).uniform_(-1e-4, 1e-4))
         self.out_dim = levels * features
+        # the 8 corners of a grid cell, (dx, dy, dz) in {0, 1}^3
+        self.register_buffer("corners", torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)]),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shp = x.shape[:-1]
@@ -69,8 +72,7 @@ class HashGrid(nn.Module):
             f = p - p0
             p0 = p0.long()
             acc = 0.0
-            for corner in range(8):
-                o = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1], device=x.device)
+            for o in self.corners:
                 c = p0 + o
                 h = (c[:, 0] * _PRIMES[0]) ^ (c[:, 1] * _PRIMES[1]) ^ (c[:, 2] * _PRIMES[2])
                 idx = h % self.T
@@ -185,41 +187,45 @@ def sample_views(img: torch.Tensor, uv: torch.Tensor, size) -> torch.Tensor:
 
 
 def canonical_sdf(fields: "AniPixelFields", x_c: torch.Tensor, cond: torch.Tensor, template: torch.Tensor,
-                  template_normals: torch.Tensor) -> torch.Tensor:
+                  template_normals: torch.Tensor, nn_s: Optional[torch.Tensor] = None) -> torch.Tensor:
     """AniPixel eq. 4 with the neutral-sized body split out (sec. 3.2): ``s(x_c) = s_body(x_c) +
     F_s(phi(x_c), cond)`` where ``s_body`` is the point-to-plane distance to the nearest
     vertex of the neutral template (positive outside) and ``cond = [beta, l_idt, f_geo]``.
-    ``x_c (B,P,3)``, ``cond (B,P,C)``; returns ``(B,P)``."""
+    ``x_c (B,P,3)``, ``cond (B,P,C)``; ``nn_s (B,P)``: the template vertex nearest each point,
+    when the caller has it; returns ``(B,P)``."""
     B = x_c.shape[0]
-    _, nn_s = skinning.nearest(x_c.detach(), template[None].expand(B, -1, -1))
+    if nn_s is None:
+        _, nn_s = skinning.nearest(x_c.detach(), template[None].expand(B, -1, -1))
     s_body = ((x_c - template[nn_s]) * template_normals[nn_s]).sum(-1)
     return s_body + fields.sdf(torch.cat([fields.grid(x_c), cond], -1))[..., 0]
 
 
 def sdf_normal(fields: "AniPixelFields", x_c: torch.Tensor, cond: torch.Tensor, template: torch.Tensor,
-               template_normals: torch.Tensor, create_graph: bool = False):
+               template_normals: torch.Tensor, create_graph: bool = False, nn_s: Optional[torch.Tensor] = None):
     """``(s, grad s)`` at ``x_c``: the normal of sec. 3.2 is ``grad s / |grad s|`` (autograd)."""
     with torch.enable_grad():
         x = x_c if (create_graph and x_c.requires_grad) else x_c.detach().requires_grad_(True)
-        s = canonical_sdf(fields, x, cond if create_graph else cond.detach(), template, template_normals)
+        s = canonical_sdf(fields, x, cond if create_graph else cond.detach(), template, template_normals, nn_s)
         g = torch.autograd.grad(s.sum(), x, create_graph=create_graph)[0]
     return s, g
 
 
 def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torch.Tensor, view_dir: torch.Tensor,
-                src: Dict[str, torch.Tensor], identity: torch.Tensor, need_grad: bool, near_body: float):
+                src: Dict[str, torch.Tensor], identity: torch.Tensor, need_grad: bool, near_body: float,
+                nearest_t: Optional[tuple] = None):
     """Density, colour and the regularisers' terms at target points ``x_t (B,P,3)`` (eq. 1-7).
 
     ``body``: ``T_t, T_o (B,J,4,4)`` bone transforms, ``verts_t (B,N,3)`` (a subsample),
     ``weights (N,J)`` (same subsample), ``scale_t/scale_o, cs_t/cs_o (B,3)``, ``c0 (3,)``,
     ``template (N,3)`` and ``template_normals (N,3)`` (same subsample), ``theta_t/theta_o (B,6J)``,
     ``joints_o (B,J,3)``; ``src``: ``feat (B,V,C,h,w)``, ``rgb (B,V,3,H,W)``, ``K, R, t (B,V,...)``,
-    ``glob (B,64)``, ``size``. Returns a dict with ``sigma (B,P)``, ``rgb (B,P,3)``, ``sdf``,
+    ``glob (B,64)``, ``size``. ``nearest_t``: ``(dist, idx)`` of :func:`..inputs.skinning.nearest`
+    from ``x_t`` to ``verts_t`` when the caller already has it. Returns a dict with ``sigma (B,P)``, ``rgb (B,P,3)``, ``sdf``,
     ``valid``, and for training ``grad`` (eq. Eikonal), ``disp`` and ``fw_res``."""
     B, P, _ = x_t.shape
     Jn = fields.J
     # eq. 1: nearest-surface weights with a background weight beyond near_body
-    dist, nn_i = skinning.nearest(x_t, body["verts_t"])
+    dist, nn_i = nearest_t if nearest_t is not None else skinning.nearest(x_t, body["verts_t"])
     valid = dist < near_body
     w_b = body["weights"][nn_i]  # (B,P,J)
     Mb = skinning.blend(w_b, body["T_t"])
@@ -227,17 +233,20 @@ def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torc
     x_n = body["scale_t"][:, None] * (x_u - body["cs_t"][:, None]) + body["c0"]  # neutral-sized body
     lid = fields.ident[identity][:, None].expand(B, P, -1)
     phi_n = fields.grid(x_n)
-    delta_t = fields.disp(torch.cat([phi_n, lid, fields.pose(body["theta_t"])[:, None].expand(B, P, -1)], -1))
+    pose_t = fields.pose(body["theta_t"])[:, None].expand(B, P, -1)
+    delta_t = fields.disp(torch.cat([phi_n, lid, pose_t], -1))
     x_c = x_n - delta_t
-    # eq. 2: forward weights, initialised from the template's nearest vertex
+    # eq. 2: forward weights, initialised from the template's nearest vertex (which eq. 4's
+    # neutral-body distance uses too)
     xc_d = x_c.detach()
     _, nn_c = skinning.nearest(xc_d, body["template"][None].expand(B, -1, -1))
     w_init = body["weights"][nn_c]
-    fw_res = fields.fw(torch.cat([fields.grid(xc_d), lid], -1))
+    phi_cd = fields.grid(xc_d)  # no gradient to the point: the observation path (see the SDF below)
+    fw_res = fields.fw(torch.cat([phi_cd, lid], -1))
     w_f = torch.softmax(fw_res[..., :Jn] + torch.log(w_init.clamp_min(1e-6)), -1)
     # eq. 3: to the observation instant (undo the neutral-size normalisation of the source body)
     x_uo = (xc_d - body["c0"]) / body["scale_o"][:, None] + body["cs_o"][:, None]
-    delta_o = fields.disp(torch.cat([fields.grid(xc_d), lid, fields.pose(body["theta_o"])[:, None].expand(B, P, -1)], -1))
+    delta_o = fields.disp(torch.cat([phi_cd, lid, fields.pose(body["theta_o"])[:, None].expand(B, P, -1)], -1))
     Mf = skinning.blend(w_f, body["T_o"])
     x_o = skinning.apply(Mf, x_uo) + delta_o
     # eq. 6: pixel-aligned features and colours from every source view
@@ -261,10 +270,10 @@ def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torc
     beta = torch.log(body["scale_t"]).neg()[:, None].expand(B, P, -1)
     cond = torch.cat([beta, lid, f_geo], -1)
     if need_grad:
-        s = canonical_sdf(fields, x_c, cond, body["template"], body["template_normals"])
+        s = canonical_sdf(fields, x_c, cond, body["template"], body["template_normals"], nn_c)
         grad = torch.autograd.grad(s.sum(), x_c, create_graph=True)[0]
     else:
-        s, grad = sdf_normal(fields, x_c, cond, body["template"], body["template_normals"])
+        s, grad = sdf_normal(fields, x_c, cond, body["template"], body["template_normals"], nn_s=nn_c)
     n_c = F.normalize(grad, dim=-1)
     Rf = Mf[..., :3, :3]
     n_o = F.normalize((Rf @ n_c[..., None])[..., 0], dim=-1)
@@ -272,13 +281,12 @@ def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torc
     logits = []
     for v, (f, c) in enumerate(per_col):
         ray_o = F.normalize(x_o - (-(src["R"][:, v].transpose(1, 2) @ src["t"][:, v][..., None])[..., 0])[:, None], dim=-1)
-        logits.append(fields.blend(torch.cat([f[..., :half], f[..., half:], c, n_o * 1.0, ray_o, rel_all[v],
+        logits.append(fields.blend(torch.cat([f[..., :half], f[..., half:], c, n_o, ray_o, rel_all[v],
                                               f_geo], -1))[..., 0])
     wv = torch.softmax(torch.stack(logits, -1), -1)  # (B,P,V)
     c_o = (wv[..., None] * torch.stack([c for _, c in per_col], 2)).sum(2)
     # eq. 7: shading factor
-    alpha = 2.0 * torch.sigmoid(fields.shade(torch.cat([view_dir, fields.pose(body["theta_t"])[:, None].expand(B, P, -1),
-                                                         n_t, lid, src["glob"][:, None].expand(B, P, -1)], -1)))
+    alpha = 2.0 * torch.sigmoid(fields.shade(torch.cat([view_dir, pose_t, n_t, lid, src["glob"][:, None].expand(B, P, -1)], -1)))
     rgb = (alpha * c_o).clamp(0.0, 1.0)
     sigma = laplace_density(s, fields.b()) * valid
     out = {"sigma": sigma, "rgb": rgb, "sdf": torch.where(valid, s, torch.full_like(s, 1.0)), "valid": valid,
