@@ -45,6 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           threads=args.threads, stage1_fraction=args.stage1_fraction,
                           time_limit_s=args.time_limit, fit_identity=args.fit_identity,
                           frames_limit=args.frames_limit, color_permute=args.color_permute,
+                          color_augment=args.color_augment,
                           **({"split_optimization": False} if args.fit_identity else {}),
                           **({"val_frames": args.val_frames} if args.val_frames else {}))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
@@ -95,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--color-permute", action="store_true",
                    help="SMPLpix on several people: permute the RGB channels of input colours and target together "
-                        "(half the steps), so the network paints the colours it is given (unseen subjects)")
+                        "(half the steps), so the network paints the colours it is given (unseen subjects); "
+                        "the same as --color-augment permute")
+    p.add_argument("--color-augment", choices=("none", "permute", "hue"), default="none",
+                   help="SMPLpix on several people: transform the linear albedo of the input colours and the "
+                        "target alike on half the steps: 'permute' the channels, or 'hue' (permutation, "
+                        "saturation 0.6-1.3 and a random hue rotation about the grey axis)")
     p.add_argument("--fit-identity", default=None, metavar="NAME",
                    help="fit a new identity NAME with the renderer of --init frozen (ANR / HVS)")
     p.add_argument("--frames-limit", type=int_in(0, 10_000_000, "--frames-limit"), default=0,

@@ -29,23 +29,29 @@ def composite_layers(layers: list[dict], background_linear: np.ndarray, transpar
     algorithm, far first), optional ``input`` (H,W,3) preview. Returns ``rgba`` (H,W,4)
     linear premultiplied when ``transparent`` else opaque over ``background_linear``,
     ``mask`` (H,W) coverage and ``input`` (H,W,3) the composited neural-input preview.
+
+    A layer may name ``crop = (x0, y0, x1, y1)``, the frame pixels outside which its mask is 0
+    (the engine's body windows): only those pixels are composited, so the cost follows the
+    bodies' pixels, not the frame's.
     """
     H, W = size
-    color = np.zeros((H, W, 3), np.float32)
-    alpha = np.zeros((H, W), np.float32)
+    rgba = np.zeros((H, W, 4), np.float32)
+    if not transparent:  # "over" an opaque background: start from it (the same as adding B·(1 − A) last)
+        rgba[..., :3] = np.asarray(background_linear, np.float32).reshape(1, 1, 3)
+    color, alpha = rgba[..., :3], np.zeros((H, W), np.float32)
     preview = np.ones((H, W, 3), np.float32)
     for layer in sorted(layers, key=lambda d: -float(d["depth"])):
-        m = np.clip(layer["mask"], 0.0, 1.0).astype(np.float32)
-        fg = srgb_to_linear(layer["rgb"])
-        color = fg * m[..., None] + color * (1.0 - m[..., None])
-        alpha = m + alpha * (1.0 - m)
+        xa, ya, xb, yb = layer.get("crop") or (0, 0, W, H)
+        xa, ya, xb, yb = max(0, int(xa)), max(0, int(ya)), min(W, int(xb)), min(H, int(yb))
+        if xb <= xa or yb <= ya:
+            continue
+        win = (slice(ya, yb), slice(xa, xb))
+        m = np.clip(layer["mask"][win], 0.0, 1.0).astype(np.float32)
+        fg = srgb_to_linear(layer["rgb"][win])
+        color[win] = fg * m[..., None] + color[win] * (1.0 - m[..., None])
+        alpha[win] = m + alpha[win] * (1.0 - m)
         if layer.get("input") is not None:
-            cov = (layer.get("coverage", m) > 0.5)[..., None]
-            preview = np.where(cov, layer["input"], preview)
-    if transparent:
-        rgba = np.concatenate([color, alpha[..., None]], axis=-1)
-    else:
-        bg = np.asarray(background_linear, np.float32).reshape(1, 1, 3)
-        rgb = color + bg * (1.0 - alpha[..., None])
-        rgba = np.concatenate([rgb, np.ones((H, W, 1), np.float32)], axis=-1)
-    return {"rgba": np.ascontiguousarray(rgba, np.float32), "mask": alpha, "input": preview}
+            cov = (layer.get("coverage", layer["mask"])[win] > 0.5)[..., None]
+            preview[win] = np.where(cov, layer["input"][win], preview[win])
+    rgba[..., 3] = alpha if transparent else 1.0
+    return {"rgba": rgba, "mask": alpha, "input": preview}

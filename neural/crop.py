@@ -127,6 +127,7 @@ def paste(img: torch.Tensor, crop: Crop, width: int, height: int) -> tuple:
     return out.permute(1, 2, 0).cpu().numpy(), vis
 
 
+GATE_RES = 128  # windows wider than this build the gate at 1/(res // GATE_RES) of their side
 GATE_DILATE = 0.035  # fraction of the window side the body's silhouette is grown by (clothes, hair)
 
 
@@ -135,19 +136,28 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     """``(1, 1, res, res)`` in [0, 1]: 1 on and near the body's projected vertices (grown by
     ``dilate`` of the side, then softened over as much again), 0 far from it. Multiplying the
     predicted mask by it removes what an avatar paints far from the body (a faint veil in
-    SMPLpix's mask) without touching the body, its clothes or its hair."""
+    SMPLpix's mask) without touching the body, its clothes or its hair.
+
+    The gate is smooth on the scale of its growth (``dilate · res`` pixels), so windows wider
+    than ``GATE_RES`` build it at a ``GATE_RES``-ish side and upsample it bilinearly: 1.5 ms instead
+    of 35 ms at a 512-pixel window, the same gate to within the growth's rounding."""
+    s = max(1, int(res) // GATE_RES)
+    rl = -(-int(res) // s)
     Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
     front = Xc[:, 2] > 1e-3
-    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
+    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3] / s
     j, i = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
-    ok = (j >= 0) & (j < res) & (i >= 0) & (i < res)
-    m = torch.zeros(1, 1, res, res)
+    ok = (j >= 0) & (j < rl) & (i >= 0) & (i < rl)
+    m = torch.zeros(1, 1, rl, rl)
     m[0, 0, torch.as_tensor(i[ok]), torch.as_tensor(j[ok])] = 1.0
-    k = max(1, int(round(dilate * res)))
+    k = max(1, int(round(dilate * rl)))
     # grow, then soften the edge: square max and box mean, each as two 1-D passes (both are
     # separable; exact, and O(res² k) instead of O(res² k²), which cost 0.4 s at 512²)
     m = F.max_pool2d(F.max_pool2d(m, (2 * k + 1, 1), stride=1, padding=(k, 0)), (1, 2 * k + 1), stride=1,
                      padding=(0, k))
     m = F.avg_pool2d(F.avg_pool2d(m, (2 * k + 1, 1), stride=1, padding=(k, 0), count_include_pad=False),
                      (1, 2 * k + 1), stride=1, padding=(0, k), count_include_pad=False)
-    return torch.clamp(m * 2.0, 0.0, 1.0)
+    m = torch.clamp(m * 2.0, 0.0, 1.0)
+    if s > 1:
+        m = F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)[..., :res, :res]
+    return m

@@ -145,51 +145,58 @@ def project_vertices(
         ri = row[b_idx, v_idx].long()
         zk = z[b_idx, v_idx].float()
         keys = depth_keys(zk, v_idx)
-        if r > 0:
-            def square(rad, ri, cj, b_idx, keys):
-                d = torch.arange(-rad, rad + 1, device=verts.device)
-                dy, dx = torch.meshgrid(d, d, indexing="ij")
-                n = dy.numel()
-                ri = (ri[:, None] + dy.reshape(1, -1)).reshape(-1)
-                cj = (cj[:, None] + dx.reshape(1, -1)).reshape(-1)
-                b_idx, keys = b_idx.repeat_interleave(n), keys.repeat_interleave(n)
-                inside = (ri >= 0) & (ri < H) & (cj >= 0) & (cj < W)
-                if bool(inside.all()):  # the common case: the body inside its window
-                    return ri, cj, b_idx, keys
-                sel = torch.nonzero(inside).squeeze(1)
-                return ri[sel], cj[sel], b_idx[sel], keys[sel]
 
-            if rv is None:
-                ri, cj, b_idx, keys = square(r, ri, cj, b_idx, keys)
-            else:  # per-vertex squares, one pass per radius (cost: sum of the squares' areas)
-                own = rv[b_idx, v_idx]
-                order = torch.argsort(own, stable=True)
-                own, ri, cj, b_idx, keys = own[order], ri[order], cj[order], b_idx[order], keys[order]
-                counts = torch.bincount(own, minlength=r + 1).tolist()
-                parts, s0 = [], 0
-                for q, c in enumerate(counts):
-                    if c:
-                        parts.append(square(q, ri[s0:s0 + c], cj[s0:s0 + c], b_idx[s0:s0 + c], keys[s0:s0 + c]))
-                    s0 += c
-                ri, cj, b_idx, keys = (torch.cat([p[k] for p in parts]) for k in range(4))
-        pix = (b_idx * H + ri) * W + cj
+        def square(rad, ri, cj, b_idx, keys):
+            """Flat pixel indices and keys of each vertex's (2 rad + 1)² square inside the image."""
+            base = (b_idx * H + ri) * W + cj
+            if rad == 0:
+                ok = (ri >= 0) & (ri < H) & (cj >= 0) & (cj < W)
+                return (base, keys) if bool(ok.all()) else (base[ok], keys[ok])
+            d = torch.arange(-rad, rad + 1, device=verts.device)
+            dy, dx = torch.meshgrid(d, d, indexing="ij")
+            n = dy.numel()
+            fits = (ri >= rad) & (ri < H - rad) & (cj >= rad) & (cj < W - rad)
+            if bool(fits.all()):  # the common case: every square inside the window
+                return (base[:, None] + (dy * W + dx).reshape(1, -1)).reshape(-1), \
+                    keys[:, None].expand(-1, n).reshape(-1)
+            ri = (ri[:, None] + dy.reshape(1, -1)).reshape(-1)
+            cj = (cj[:, None] + dx.reshape(1, -1)).reshape(-1)
+            b_idx, keys = b_idx.repeat_interleave(n), keys.repeat_interleave(n)
+            sel = torch.nonzero((ri >= 0) & (ri < H) & (cj >= 0) & (cj < W)).squeeze(1)
+            return (b_idx[sel] * H + ri[sel]) * W + cj[sel], keys[sel]
+
+        if rv is None:
+            pix, keys = square(r, ri, cj, b_idx, keys)
+        else:  # per-vertex squares, one pass per radius (cost: sum of the squares' areas)
+            own = rv[b_idx, v_idx]
+            order = torch.argsort(own, stable=True)
+            own, ri, cj, b_idx, keys = own[order], ri[order], cj[order], b_idx[order], keys[order]
+            counts = torch.bincount(own, minlength=r + 1).tolist()
+            parts, s0 = [], 0
+            for q, c in enumerate(counts):
+                if c:
+                    parts.append(square(q, ri[s0:s0 + c], cj[s0:s0 + c], b_idx[s0:s0 + c], keys[s0:s0 + c]))
+                s0 += c
+            pix, keys = (torch.cat([p[k] for p in parts]) for k in range(2))
         buf = torch.full((B * H * W,), KEY_EMPTY, dtype=torch.int64, device=verts.device)
         buf.scatter_reduce_(0, pix, keys, reduce="amin", include_self=True)
         hit = buf != KEY_EMPTY
-        winner = torch.where(hit, key_index(buf), torch.zeros_like(buf))
-        b_of_pix = torch.arange(B, device=verts.device).repeat_interleave(H * W)
+        # Only the pixels a vertex landed on are gathered and written (a body covers a part of
+        # its window); everything else keeps the background value 1.
+        pix_hit = torch.nonzero(hit).squeeze(1)
+        winner = key_index(buf[pix_hit])
+        b_hit, q_hit = pix_hit // (H * W), pix_hit % (H * W)
         near = _as_batch(depth_range[0], B, X)
         far = _as_batch(depth_range[1], B, X)
         if torch.any(far <= near):
             raise NeuralAvatarError("depth_range far must be greater than near.")
-        zw = z.float()[b_of_pix, winner]
-        dep = ((zw - near[b_of_pix]) / (far - near)[b_of_pix]).clamp(0.0, 1.0)
-        dep = torch.where(hit, dep, torch.ones_like(dep))
+        dep = ((z.float()[b_hit, winner] - near[b_hit]) / (far - near)[b_hit]).clamp(0.0, 1.0)
 
-    rgb = colors[b_of_pix, winner].to(out_dtype)  # (B*H*W, C), differentiable w.r.t. colours
-    rgb = torch.where(hit[:, None], rgb, torch.ones_like(rgb))
-    img = torch.cat([rgb, dep.to(out_dtype)[:, None]], dim=1)
-    img = img.reshape(B, H, W, C + 1).permute(0, 3, 1, 2).contiguous()
+    vals = torch.cat([colors[b_hit, winner].to(out_dtype), dep.to(out_dtype)[:, None]], dim=1)  # (N, C+1)
+    img = torch.ones(B, C + 1, H * W, dtype=out_dtype, device=verts.device)
+    ch = torch.arange(C + 1, device=verts.device)
+    # out of place: differentiable w.r.t. the colours
+    img = img.index_put((b_hit[:, None], ch[None, :], q_hit[:, None]), vals).reshape(B, C + 1, H, W)
     if return_mask:
         mask = hit.reshape(B, 1, H, W).to(out_dtype)
         return img, mask

@@ -101,11 +101,15 @@ class TrainConfig:
     stage1_fraction: float = 0.5
     """SMPLpix: fraction of the steps in stage 1 (100 of 200 epochs in the paper)."""
     use_gan: Optional[bool] = None
-    #: SMPLpix on several people: with probability 1/2 a step permutes the RGB channels of the input
-    #: vertex colours and of the target image alike, so the network paints the colours it is
-    #: given instead of memorising the training people's palettes (for unseen subjects)
-    color_permute: bool = False
     """Adversarial loss; None = mode default (SMPLpix stage 2: yes, ANR: yes, HVS: no)."""
+    color_augment: str = "none"
+    """SMPLpix on several people: 'permute' or 'hue' (neural/training/color_augment.py). With
+    probability ``color_augment_p`` a step transforms the linear albedo of the input vertex
+    colours and the target image alike, so the network paints the colours it is given instead of
+    memorising the training people's palettes (unseen subjects)."""
+    color_augment_p: float = 0.5
+    color_permute: bool = False
+    """Alias of ``color_augment='permute'`` (earlier bundles' training records)."""
     gan_loss: str = "lsgan"
     """'lsgan' (pix2pixHD) or 'hinge'."""
     gan_weight: float = 1.0
@@ -226,6 +230,14 @@ class TrainConfig:
         if self.scale_range is not None and not (len(self.scale_range) == 2 and
                                                  0.05 <= float(self.scale_range[0]) <= float(self.scale_range[1]) <= 4.0):
             raise NeuralAvatarError(f"scale_range must be two numbers 0.05 ≤ lo ≤ hi ≤ 4, got {self.scale_range}.")
+        from .color_augment import MODES as _CA
+
+        if self.color_augment not in _CA:
+            raise NeuralAvatarError(f"color_augment must be one of {', '.join(_CA)}, got {self.color_augment!r}.")
+        if self.color_permute and self.color_augment == "none":
+            self.color_augment = "permute"
+        if not 0.0 <= float(self.color_augment_p) <= 1.0:
+            raise NeuralAvatarError(f"color_augment_p must be in [0, 1], got {self.color_augment_p}.")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -490,6 +502,14 @@ class _Trainer:
         self.stage1_steps = max(1, int(round(cfg.steps * cfg.stage1_fraction))) if self.mode == VERTEX_PROJECTION else 0
         self.stage = 1
         self.haze_radius = 1
+        self.color_augment = cfg.color_augment
+        if self.color_augment != "none" and self.mode == VERTEX_PROJECTION:
+            from .color_augment import is_grey
+
+            if not is_grey(avatar.config.background):
+                raise NeuralAvatarError(
+                    f"Colour augmentation needs a grey training background (it maps grey to itself); this "
+                    f"capture's is {tuple(avatar.config.background)}.")
         self.step_count = 0  # AniPixel's phase: masks only for the first phase1_fraction of the steps
         self.phase1_steps = int(round(cfg.steps * cfg.phase1_fraction)) if self.mode == PIXEL_ALIGNED else 0
         self._build_optimizers(stage=1)
@@ -581,13 +601,16 @@ class _Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def step(self, frame, tgt, identity: int, update_identity: bool, source=None) -> Dict[str, float]:
-        if self.cfg.color_permute and self.mode == VERTEX_PROJECTION:
+        aug = self.color_augment
+        if aug != "none" and self.mode == VERTEX_PROJECTION:
+            from . import color_augment as CA
+
             g = torch.Generator().manual_seed(int(self.step_count) * 7919 + 17)
-            if float(torch.rand((), generator=g)) < 0.5:
-                perm = torch.randperm(3, generator=g).to(self.device)
+            if float(torch.rand((), generator=g)) < self.cfg.color_augment_p:
+                m = CA.random_matrix(aug, g)
                 vc = self.fixed[identity].get("identity.vertex_colors", self.avatar.identity.vertex_colors)
-                self._permuted = {"identity.vertex_colors": vc.detach()[:, perm]}
-                tgt = dataclasses.replace(tgt, rgb=tgt.rgb[:, perm])
+                self._permuted = {"identity.vertex_colors": CA.apply_to_colors(m, vc.detach())}
+                tgt = dataclasses.replace(tgt, rgb=CA.apply_to_image(m, tgt.rgb))
         try:
             with self.autocast():
                 comps, d_loss = self._losses(frame, tgt, identity, update_identity, source)

@@ -2,6 +2,7 @@
 window, the network size capped at the training resolution (close-ups) and following the body's
 own size below it (far bodies), nothing for bodies behind the camera or off-screen, the window's
 intrinsics consistent with the frame's, and pasting that resamples only the visible part."""
+import pytest
 import numpy as np
 import torch
 
@@ -71,16 +72,31 @@ def test_paste_fills_only_the_visible_window_and_feather_reaches_zero():
     assert float(m[0, 0, 0, 0]) < 0.3 and float(m[0, 0, 25, 25]) == 1.0
 
 
-def test_silhouette_gate_covers_the_body_and_clears_far_pixels():
+@pytest.mark.parametrize("train_res", [128, 512])
+def test_silhouette_gate_covers_the_body_and_clears_far_pixels(train_res):
     v = _body()
-    K, R, t = _cam(4.0)
-    w = C.body_crop(v, K, R, t, 512, 512, train_res=128)
+    K, R, t = _cam(4.0 if train_res == 128 else 2.5)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=train_res)
+    assert train_res == 128 or w.res > 2 * C.GATE_RES  # the second case builds it at a lower side
     g = C.silhouette_gate(v, C.crop_intrinsics(K, w), R, t, w.res)[0, 0]
     assert float(g[0, 0]) == 0.0 and float(g[:, :3].max()) == 0.0  # window corners/edge columns
     Xc = v @ R.T + t
     uv = (Xc @ C.crop_intrinsics(K, w).T)[:, :2] / Xc[:, 2:3]
     i, j = np.clip(uv[:, 1].astype(int), 0, w.res - 1), np.clip(uv[:, 0].astype(int), 0, w.res - 1)
     assert float(g[i, j].min()) == 1.0  # every vertex fully inside the gate
+
+
+def test_silhouette_gate_at_a_lower_side_matches_the_full_side_one(monkeypatch):
+    v = _body()
+    K, R, t = _cam(2.5)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=512)
+    Kc = C.crop_intrinsics(K, w)
+    fast = C.silhouette_gate(v, Kc, R, t, w.res)
+    monkeypatch.setattr(C, "GATE_RES", 100_000)
+    full = C.silhouette_gate(v, Kc, R, t, w.res)
+    assert fast.shape == full.shape == (1, 1, w.res, w.res)
+    assert float((fast - full).abs().mean()) < 0.02
+    assert float(((fast > 0.5) != (full > 0.5)).float().mean()) < 0.03
 
 
 def test_projected_vertices_cover_the_silhouette_at_every_scale():
