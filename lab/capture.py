@@ -193,14 +193,37 @@ def _look_at_matrix(eye, target) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ Blender side
-def set_pose(arm, names, pose_aa: np.ndarray, transl: np.ndarray):
-    """AMASS convention: identity object, bone quaternions from axis-angle, pelvis location = transl."""
+def current_view_plan(scene, arm, names) -> dict:
+    """The plan of a one-frame capture of ``arm`` as the scene shows it now: the pose at the
+    current frame (bone rotations as axis-angle, the pelvis bone's location as ``transl``; the
+    armature object's own transform is kept, in ``object_matrix``) seen by the scene camera.
+    Same keys as :func:`make_plan`."""
+    cam = scene.camera
+    if cam is None or cam.type != "CAMERA":
+        raise DatasetError("The scene has no camera to take the image from: add one, or give an image folder "
+                           "that holds a capture.")
+    if cam.data.type != "PERSP":
+        raise DatasetError(f"The scene camera '{cam.name}' is {cam.data.type.lower()}; the avatars need a "
+                           "perspective camera.")
+    pose = rig.pose_axis_angle(arm, names)
+    pelvis = arm.pose.bones.get(names[0])
+    transl = np.asarray(pelvis.location, np.float64) if pelvis is not None else np.zeros(3)
+    return {"split": np.asarray(["train"]), "motion_index": np.zeros(1, np.int64),
+            "frame_in_motion": np.asarray([int(scene.frame_current)], np.int64), "poses": pose[None],
+            "transl": transl[None], "yaw_rel": np.zeros(1), "cam_world": np.asarray(cam.matrix_world)[None],
+            "target": np.zeros((1, 3)), "sector": 0.0, "pose_group": np.zeros(1, np.int64)}
+
+
+def set_pose(arm, names, pose_aa: np.ndarray, transl: np.ndarray, keep_object: bool = False):
+    """AMASS convention: identity object, bone quaternions from axis-angle, pelvis location = transl
+    (``keep_object``: the armature object keeps its transform)."""
     from mathutils import Quaternion
 
-    arm.location = (0.0, 0.0, 0.0)
-    arm.rotation_mode = "XYZ"
-    arm.rotation_euler = (0.0, 0.0, 0.0)
-    arm.scale = (1.0, 1.0, 1.0)
+    if not keep_object:
+        arm.location = (0.0, 0.0, 0.0)
+        arm.rotation_mode = "XYZ"
+        arm.rotation_euler = (0.0, 0.0, 0.0)
+        arm.scale = (1.0, 1.0, 1.0)
     pbs = arm.pose.bones
     for j, n in enumerate(names):
         pb = pbs.get(n)
@@ -313,7 +336,8 @@ class CaptureJob:
 
     def __init__(self, context, arm, out_dir: str, frames: int, res: int, engine: str = "CYCLES",
                  seed: int = 0, motions=None, background=subject.DEFAULT_BACKGROUND,
-                 samples: int = subject.CYCLES_SAMPLES, model=None, vertex_colors=None, views: int = 1):
+                 samples: int = subject.CYCLES_SAMPLES, model=None, vertex_colors=None, views: int = 1,
+                 current_view: bool = False):
         from .. import motion as motion_lib
 
         if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
@@ -347,9 +371,18 @@ class CaptureJob:
         self.views = int(views)
         if self.views != 1:  # absent for single-view captures, so older captures still resume
             self.settings["views"] = self.views
+        #: one frame of the body as the scene shows it now (pose, object transform, scene camera)
+        self.current_view = bool(current_view)
+        if self.current_view:
+            if int(frames) != 1 or self.views != 1:
+                raise DatasetError("A capture of the current view has one frame and one view.")
+            self.plan = current_view_plan(self.scene, arm, self.names)
+            self.view_camera = self.scene.camera
+            self.settings["current_view"] = {"frame": int(self.scene.frame_current), "camera": self.scene.camera.name}
         _check_writable(self.out_dir)
         self._check_resume()
-        self.plan = make_plan(self.model, self.motions, int(frames), self.seed, self.betas, self.views)
+        if not self.current_view:
+            self.plan = make_plan(self.model, self.motions, int(frames), self.seed, self.betas, self.views)
         self.N = int(frames)
         self.i = 0
         self.rendered = 0
@@ -392,6 +425,12 @@ class CaptureJob:
         self.state = _SceneState(scene, self.arm)
         try:
             self.engine = subject.setup_ground_truth_render(scene, self.res, self.engine_req, self.samples)
+            if self.current_view:  # the scene's frame shape, its longer side at the capture's resolution
+                rx = self.state.render["resolution_x"] * self.state.render["pixel_aspect_x"]
+                ry = self.state.render["resolution_y"] * self.state.render["pixel_aspect_y"]
+                k = self.res / max(rx, ry, 1.0)
+                scene.render.resolution_x = max(8, int(round(rx * k)))
+                scene.render.resolution_y = max(8, int(round(ry * k)))
             cam_data = bpy.data.cameras.new(CAMERA_NAME)
             cam_data.lens = LENS_MM
             cam_data.sensor_width = SENSOR_MM
@@ -444,8 +483,13 @@ class CaptureJob:
         from ..neural.inputs.camera import blender_camera_to_krt
 
         p = self.plan
-        set_pose(self.arm, self.names, p["poses"][i], p["transl"][i])
+        set_pose(self.arm, self.names, p["poses"][i], p["transl"][i], keep_object=self.current_view)
         self.cam_obj.matrix_world = Matrix(p["cam_world"][i].tolist())
+        if self.current_view:  # the scene camera's optics (its frame is square here: sensor fit AUTO)
+            src, dst = self.view_camera.data, self.cam_obj.data
+            for k in ("lens", "sensor_width", "sensor_height", "sensor_fit", "shift_x", "shift_y",
+                      "clip_start", "clip_end"):
+                setattr(dst, k, getattr(src, k))
         self.context.view_layer.update()
         if self.model.has_posedirs:
             rig.update_correctives(self.arm, force=True)

@@ -5,8 +5,9 @@
   person in *Views Folder* (a capture folder with synchronised views); with an empty folder the
   selected dressed body is first captured from ``views`` cameras into it.
 * ``neural_avatar.avatar_from_image`` — a new identity for a generalizable GAUSSIAN_BONES avatar
-  from one image (frame *Image Frame* of *Image Folder*, or one fresh view of the selected
-  dressed body); the body's Avatar becomes the bundle with that identity.
+  from one image (frame *Image Frame* of *Image Folder*; with an empty folder, the selected
+  dressed body as the scene camera shows it at the current frame, or one fresh view of it when
+  the scene has no camera); the body's Avatar becomes the bundle with that identity.
 
 Both change the scene only when they succeed.
 """
@@ -79,8 +80,8 @@ class NEURAL_AVATAR_OT_avatar_from_views(bpy.types.Operator):
 
 class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
     """Add the person of one image to a generalizable GAUSSIAN_BONES avatar (appearance encoder,
-    no training) and show them on the selected body; an empty Image Folder first gets one view of the
-    selected dressed body"""
+    no training) and show them on the selected body; an empty Image Folder first gets the selected dressed
+    body as the scene camera shows it now"""
 
     bl_idname = "neural_avatar.avatar_from_image"
     bl_label = "Avatar from Image"
@@ -104,7 +105,16 @@ class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
                 bundle = own
             else:
                 bundle = zoo_avatar_path("GAUSSIAN_BONES")
-            _capture_if_empty(context, arm, folder, 1, s.capture_res)
+            if context.scene.camera is not None:  # the body as the scene camera shows it now
+                from ..lab.new_people import capture_current_view, source_dir_ok
+
+                if not source_dir_ok(folder):
+                    if os.path.isdir(folder) and os.listdir(folder):
+                        raise NeuralAvatarError(f"'{folder}' holds files but no capture (dataset.json): choose an "
+                                                "empty folder to capture into, or a capture folder.")
+                    capture_current_view(context, arm, folder, s.capture_res)
+            else:
+                _capture_if_empty(context, arm, folder, 1, s.capture_res)
             out = os.path.join(folder, f"avatar_{s.image_name}")
             res = avatar_from_image(bundle, folder, s.image_frame, s.image_name, out)
         except (NeuralAvatarError, OSError) as e:

@@ -109,3 +109,82 @@ def test_avatar_from_image_adds_an_identity_and_refuses_a_plain_bundle(addon, tm
 
     assert arm.neural_avatar.identity == "newcomer"
     assert "newcomer" in bundle_identities(read_bundle_meta(arm.neural_avatar.avatar))
+
+
+def test_avatar_from_image_takes_the_body_as_the_scene_camera_shows_it(addon, tmp_path):
+    """With a scene camera, an empty Image Folder gets the body in its current pose and place
+    through that camera, in the scene's frame shape; the image's silhouette is where the
+    recorded pose and camera put the body, and the scene is left as it was."""
+    import json
+    from math import radians
+
+    from mathutils import Euler  # noqa: F401  (arm.rotation_euler below)
+
+    from neural_avatar import body
+    from neural_avatar.lab.scene_setup import add_camera
+    from neural_avatar.neural.training.dataset import CaptureDataset
+
+    arm = _dressed(addon)
+    scene = bpy.context.scene
+    arm.location = (0.4, -0.3, 0.0)
+    arm.rotation_euler = Euler((arm.rotation_euler.x, 0.0, radians(30.0)))
+    arm.pose.bones[arm.pose.bones[0].name].location = (0.05, 0.0, 0.02)
+    elbow = next(pb for pb in arm.pose.bones if "elbow" in pb.name)
+    elbow.rotation_mode = "XYZ"
+    elbow.rotation_euler = (0.0, radians(-70.0), 0.0)
+    bpy.context.view_layer.update()
+    pelvis = arm.matrix_world @ arm.pose.bones[0].head
+    add_camera(scene, target=tuple(pelvis), distance=3.0, height=float(pelvis.z), yaw_deg=15.0)
+    scene.camera = bpy.data.objects["Camera"]
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    before = (tuple(arm.location), elbow.rotation_mode, tuple(elbow.rotation_euler), scene.camera.name,
+              scene.render.resolution_x, scene.render.resolution_y, scene.render.engine)
+    s = scene.neural_avatar
+    s.capture_res = 96
+    s.image_dir = str(tmp_path / "img")
+    s.image_name = "as_seen"
+    arm.neural_avatar.avatar = _bundle(tmp_path, "GAUSSIAN_BONES", widths=[8, 16], w_dim=16, encoder=True,
+                                       encoder_width=8, encoder_res=32)
+    assert bpy.ops.neural_avatar.avatar_from_image() == {"FINISHED"}
+    assert arm.neural_avatar.identity == "as_seen"
+    after = (tuple(arm.location), elbow.rotation_mode, tuple(elbow.rotation_euler), scene.camera.name,
+             scene.render.resolution_x, scene.render.resolution_y, scene.render.engine)
+    assert after == before
+    cap = tmp_path / "img"
+    bz = np.load(cap / "body.npz")
+    assert np.allclose(bz["object_matrix"][0], np.array(arm.matrix_world), atol=1e-5)
+    names = list(body.load_default().joint_names)
+    j = names.index(elbow.name)
+    assert np.allclose(np.linalg.norm(bz["poses"][0, j]), radians(70.0), atol=1e-4)
+    assert np.allclose(bz["transl"][0], (0.05, 0.0, 0.02), atol=1e-6)
+    fr = json.load(open(cap / "cameras.json"))["frames"][0]
+    assert (fr["width"], fr["height"]) == (96, 72)
+    # the recorded pose and camera put the body on the image's silhouette
+    ds = CaptureDataset(str(cap), "train", body.load_default())
+    frame, tgt = ds.batch([0])
+    from neural_avatar.neural.inputs.project import project_vertices
+
+    _, hit = project_vertices(frame.verts, frame.verts.new_ones(frame.verts.shape[1], 3), frame.K, frame.R,
+                              frame.t, (72, 96), return_mask=True)
+    m = tgt.mask[0, 0] > 0.5
+    h = hit[0, 0] > 0.5
+    assert int(m.sum()) > 300
+    iou = float((m & h).sum() / (m | h).sum())
+    assert iou > 0.75, iou
+
+
+def test_avatar_from_image_refuses_an_orthographic_scene_camera(addon, tmp_path):
+    from neural_avatar.lab.scene_setup import add_camera
+
+    arm = _dressed(addon)
+    scene = bpy.context.scene
+    add_camera(scene)
+    scene.camera = bpy.data.objects["Camera"]
+    scene.camera.data.type = "ORTHO"
+    s = scene.neural_avatar
+    s.image_dir = str(tmp_path / "img")
+    enc = _bundle(tmp_path, "GAUSSIAN_BONES", widths=[8, 16], w_dim=16, encoder=True, encoder_width=8, encoder_res=32)
+    arm.neural_avatar.avatar = enc
+    with pytest.raises(RuntimeError, match="perspective camera"):
+        bpy.ops.neural_avatar.avatar_from_image()
+    assert arm.neural_avatar.avatar == enc and arm.neural_avatar.identity == ""
