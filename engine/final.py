@@ -23,6 +23,7 @@ TIMINGS: dict = {}  # last frame's stage timings (s), read by the benchmark
 LAST_BODY_MODES: dict = {}  # body name → the mode it was rendered in (last frame; UI and tests)
 LAST_CROPS: dict = {}  # body name → its neural.crop.Crop (None: not visible) in the last frame
 LAST_BATCHES: list = []  # the body names of each network call of the last frame (batched bodies)
+LAST_NETWORK_SIZES: dict = {}  # body name → (h, w) of the network image it was rendered in, last frame
 
 
 def wanted_passes(settings) -> list[str]:
@@ -62,6 +63,7 @@ def _depth_map(body: "scene_io.BodyFrame", faces, cam, size) -> np.ndarray:
 
 
 RENDER_MODULES = ("numpy", "torch", "safetensors")  # what a neural render imports
+USE_REGIONS = True  # run fully convolutional avatars on the body's region of its window (neural/crop.py)
 
 
 def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None, test_break=None,
@@ -80,6 +82,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
     LAST_BODY_MODES.clear()
     LAST_CROPS.clear()
     LAST_BATCHES.clear()
+    LAST_NETWORK_SIZES.clear()
     # 1. every body's avatar and window at the scale its avatar was trained at (neural/crop.py)
     jobs = []
     for b in bodies:
@@ -112,12 +115,23 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         if test_break is not None and test_break():
             raise CancelledError("Render cancelled.")
         avatar, r, n = grp[0]["avatar"], grp[0]["win"].res, len(grp)
+        # Fully convolutional networks run on the part of the window the body can paint (its
+        # projected box grown by the gate's reach): about half the window for a standing body.
+        rh, rw = r, r
+        if USE_REGIONS and avatar.config.mode in crop_lib.REGION_MODES:
+            ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r) for j in grp]
+            rh, rw = crop_lib.region_size(ext, r)
+            for j, e in zip(grp, ext):
+                j["region"] = crop_lib.place_region(e, rh, rw, r)
+        for j in grp:
+            ox, oy = j.get("region", (0, 0))
+            j["K_net"] = crop_lib.region_intrinsics(j["K_win"], ox, oy)
         frame = FrameInputs(
             verts=torch.stack([f32(j["b"].verts) for j in grp]), joints=torch.stack([f32(j["b"].joints) for j in grp]),
-            K=torch.stack([f32(j["K_win"]) for j in grp]), R=f32(cam.R)[None].expand(n, 3, 3).contiguous(),
-            t=f32(cam.t)[None].expand(n, 3).contiguous(), size=(r, r))
+            K=torch.stack([f32(j["K_net"]) for j in grp]), R=f32(cam.R)[None].expand(n, 3, 3).contiguous(),
+            t=f32(cam.t)[None].expand(n, 3).contiguous(), size=(rh, rw))
         names = ", ".join(f"'{j['b'].name}'" for j in grp)
-        check_bytes(n * avatar.render_bytes(r, r) + 64 * h * w, f"Rendering {names} at {w}×{h} pixels",
+        check_bytes(n * avatar.render_bytes(rh, rw) + 64 * h * w, f"Rendering {names} at {w}×{h} pixels",
                     hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
         try:
             out = avatar.render(frame, precision=precision)
@@ -128,9 +142,13 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             avatar = avatars.load(j0["path"], j0["mode"], j0["b"].model_id, "cpu", j0["b"].identity, j0["b"].sources)
             out = avatar.render(frame, precision="fp32")
         LAST_BATCHES.append([j["b"].name for j in grp])
+        for j in grp:
+            LAST_NETWORK_SIZES[j["b"].name] = (rh, rw)
         for k, j in enumerate(grp):
             j["out"] = {key: (v[k:k + 1] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v)
                         for key, v in out.items()}
+            if (rh, rw) != (r, r):
+                j["out"] = crop_lib.into_window(j["out"], *j["region"], r)
         done += n
         if progress is not None:
             progress(done / max(1, len(bodies)))

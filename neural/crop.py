@@ -161,3 +161,81 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     if s > 1:
         m = F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)[..., :res, :res]
     return m
+
+
+# --------------------------------------------------------------------------- body regions
+#: how far beyond the body's projected vertices an avatar's output can reach after the gate: the
+#: gate's growth plus its soft edge (2 × GATE_DILATE of the side), plus slack for the network's
+#: receptive field to see background around the body
+REGION_MARGIN = 2.0 * GATE_DILATE + 0.03
+REGION_MIN_MARGIN_PX = 32  # the networks' receptive field is in pixels: small windows keep this much
+REGION_MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE")
+"""Fully convolutional networks that can run on a body's region of its window (the style UNet
+and AniPixel's rays keep the whole window)."""
+
+
+def body_extent(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, res: int,
+                margin: Optional[float] = None):
+    """``(x0, y0, x1, y1)`` in window pixels: the box of the body's projected vertices grown by
+    ``margin`` of the side (at least ``REGION_MIN_MARGIN_PX``) and clipped to the window."""
+    Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+    front = Xc[:, 2] > 1e-3
+    if not front.any():
+        return (0, 0, res, res)
+    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
+    m = max((REGION_MARGIN if margin is None else margin) * res, REGION_MIN_MARGIN_PX)
+    x0, y0 = np.floor(uv.min(0) - m)
+    x1, y1 = np.ceil(uv.max(0) + m)
+    return (int(max(0, x0)), int(max(0, y0)), int(min(res, x1)), int(min(res, y1)))
+
+
+def _aligned(lo: int, hi: int, step: int) -> tuple:
+    return step * (lo // step), step * -(-hi // step)
+
+
+def region_size(extents, res: int, step: int = SIZE_STEP) -> tuple:
+    """``(h, w)`` of the network region shared by bodies whose windows are ``res`` wide: the largest
+    extent in each direction once its ends are put on multiples of ``step`` (the networks'
+    downsampling grid, see :func:`place_region`; few distinct shapes), at most ``res``."""
+    def span(lo, hi):
+        a, b = _aligned(lo, hi, step)
+        return b - a
+    w = max(span(e[0], e[2]) for e in extents)
+    h = max(span(e[1], e[3]) for e in extents)
+    return int(min(res, h)), int(min(res, w))
+
+
+def place_region(extent, h: int, w: int, res: int, step: int = SIZE_STEP) -> tuple:
+    """Top-left ``(ox, oy)`` of an ``h`` × ``w`` region holding ``extent``, about centred on it,
+    inside the window, on multiples of ``step``: the networks' downsampling grid (a UNet of depth
+    4 pools by 16) stays where it is in the whole window, so the region computes the same
+    features where it sees the same input (a shifted grid changed SMPLpix's picture by 41 dB)."""
+    def at(lo, hi, n):
+        a, b = _aligned(lo, hi, step)
+        o = a - step * (((n - (b - a)) // 2) // step)
+        return int(min(max(0, o), max(0, res - n)))
+    return at(extent[0], extent[2], w), at(extent[1], extent[3], h)
+
+
+def region_intrinsics(K: np.ndarray, ox: int, oy: int) -> np.ndarray:
+    """K of a region whose top-left is window pixel ``(ox, oy)``."""
+    Kr = np.array(K, np.float64)
+    Kr[0, 2] -= ox
+    Kr[1, 2] -= oy
+    return Kr
+
+
+def into_window(out: dict, ox: int, oy: int, res: int) -> dict:
+    """A region's network outputs (``rgb_fg``, ``mask``, ``input``; ``(B, C, h, w)``) placed in
+    ``res`` × ``res`` windows: foreground 0 and mask 0 outside the region (where the gate is 0
+    too), the input preview at its background value 1."""
+    full = dict(out)
+    for key, fill in (("rgb_fg", 0.0), ("mask", 0.0), ("input", 1.0)):
+        v = out.get(key)
+        if not torch.is_tensor(v) or v.ndim != 4:
+            continue
+        B, C, h, w = v.shape
+        canvas = torch.full((B, C, res, res), fill, dtype=v.dtype, device=v.device)
+        canvas[:, :, oy:oy + h, ox:ox + w] = v
+        full[key] = canvas
+    return full

@@ -404,3 +404,26 @@ def test_close_up_runs_at_the_trained_scale(addon, tmp_path):
 
     trained = read_bundle_meta(default_avatar_path(scene.neural_avatar.mode))["resolution"]
     assert win is not None and win.side > trained and win.res == trained
+
+
+@pytest.mark.skipif(not _have_default_avatars(), reason="shipped avatars not present")
+@pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE"])
+def test_fully_convolutional_avatars_run_on_the_body_region_with_the_same_picture(addon, tmp_path, monkeypatch, mode):
+    """SMPLpix and ANR run on the body's region of its window (about half of it for a standing
+    body) on the window's downsampling grid: the frame matches the whole-window render to
+    ≥ 50 dB PSNR."""
+    scene, arm = _scene(addon, res=160)
+    scene.neural_avatar.mode = mode
+    scene.neural_avatar.precision = "FP32"
+    monkeypatch.setattr(final, "USE_REGIONS", False)
+    whole = _render(scene, tmp_path / "whole.png").astype(np.float64) / 255.0
+    r = final.LAST_CROPS[arm.name].res
+    assert final.LAST_NETWORK_SIZES[arm.name] == (r, r)
+    monkeypatch.setattr(final, "USE_REGIONS", True)
+    region = _render(scene, tmp_path / "region.png").astype(np.float64) / 255.0
+    h, w = final.LAST_NETWORK_SIZES[arm.name]
+    assert h == r and w < r, (h, w, r)
+    mse = float(((whole - region) ** 2).mean())
+    psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
+    print(mode, "region", (h, w), "window", r, "PSNR", psnr)
+    assert psnr >= 50.0, psnr

@@ -146,3 +146,30 @@ def test_projected_vertices_cover_the_silhouette_at_every_scale():
     assert cover[512] < 0.85  # one pixel per vertex is too sparse here
     assert min(dense.values()) >= 0.85, dense
     assert max(spill.values()) < 0.05, spill
+
+
+def test_body_regions_hold_the_body_on_the_downsampling_grid():
+    v = _body()
+    K, R, t = _cam(2.5)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=512)
+    Kc = C.crop_intrinsics(K, w)
+    e = C.body_extent(v, Kc, R, t, w.res)
+    assert 0 <= e[0] < e[2] <= w.res and 0 <= e[1] < e[3] <= w.res
+    # a second, narrower body in the same batch shares the region's size
+    e2 = (e[0] + 40, e[1] + 10, e[0] + 90, e[3] - 20)
+    h, wd = C.region_size([e, e2], w.res)
+    assert h % 16 == 0 and wd % 16 == 0 and wd < w.res and h <= w.res
+    for ext in (e, e2):
+        ox, oy = C.place_region(ext, h, wd, w.res)
+        assert ox % 16 == 0 and oy % 16 == 0
+        assert ox <= ext[0] and ext[2] <= ox + wd and oy <= ext[1] and ext[3] <= oy + h
+        assert ox + wd <= w.res and oy + h <= w.res
+    out = {"rgb_fg": torch.rand(1, 3, h, wd), "mask": torch.rand(1, 1, h, wd), "input": torch.rand(1, 4, h, wd)}
+    ox, oy = C.place_region(e, h, wd, w.res)
+    full = C.into_window(out, ox, oy, w.res)
+    assert full["rgb_fg"].shape == (1, 3, w.res, w.res)
+    assert torch.equal(full["mask"][..., oy:oy + h, ox:ox + wd], out["mask"])
+    outside = torch.ones(w.res, w.res, dtype=torch.bool)
+    outside[oy:oy + h, ox:ox + wd] = False
+    assert float(full["mask"][0, 0][outside].abs().max()) == 0.0 and float(full["rgb_fg"][0, :, outside].abs().max()) == 0.0
+    assert bool((full["input"][0, :, outside] == 1.0).all())
