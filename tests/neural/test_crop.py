@@ -173,3 +173,20 @@ def test_body_regions_hold_the_body_on_the_downsampling_grid():
     outside[oy:oy + h, ox:ox + wd] = False
     assert float(full["mask"][0, 0][outside].abs().max()) == 0.0 and float(full["rgb_fg"][0, :, outside].abs().max()) == 0.0
     assert bool((full["input"][0, :, outside] == 1.0).all())
+
+
+def test_back_face_culling_is_used_only_on_closed_meshes_and_changes_nothing():
+    from neural_avatar.neural.inputs.raster import is_closed_oriented, rasterize
+
+    model = body.load_default()
+    faces = torch.as_tensor(np.asarray(model.faces)).long()
+    assert is_closed_oriented(faces)
+    assert not is_closed_oriented(faces[1:])  # a hole
+    assert not is_closed_oriented(torch.cat([faces[:1, [0, 2, 1]], faces[1:]]))  # one face flipped
+    v = torch.as_tensor(_body(), dtype=torch.float32)[None]
+    K, R, t = _cam(2.5)
+    args = (v, faces, torch.as_tensor(K, dtype=torch.float32)[None], torch.as_tensor(R, dtype=torch.float32)[None],
+            torch.as_tensor(t, dtype=torch.float32)[None], (512, 512))
+    a = rasterize(*args)
+    b = rasterize(*args, cull_backfaces=True)
+    assert torch.equal(a.face_id, b.face_id) and int((a.face_id >= 0).sum()) > 1000
