@@ -122,3 +122,46 @@ def test_smplpix_colour_permutation_trains_on_several_people(tmp_path, zoo, body
     finally:
         T._Trainer._losses = orig
     assert res["status"] == "finished" and any(seen) and not all(seen)
+
+
+def test_smplpix_hue_augmentation_trains_and_records_it(tmp_path, zoo, body):
+    """--color-augment hue: input colours and target transformed alike on some steps, the
+    colours change (not only their order), and the bundle records the augmentation."""
+    import json
+
+    from neural_avatar.neural.training import trainer as T
+
+    cfg = TrainConfig(data=zoo, mode="VERTEX_PROJECTION", out=str(tmp_path), steps=6, batch=2, log_every=1,
+                      val_every=0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 2}},
+                      perceptual="l1_msssim", threads=1, color_augment="hue", use_gan=False)
+    seen = []
+    orig = T._Trainer._losses
+
+    def spy(self, frame, tgt, identity, update_identity, source=None):
+        p = getattr(self, "_permuted", None)
+        if p is not None:
+            vc = self.fixed[identity].get("identity.vertex_colors", self.avatar.identity.vertex_colors)
+            new = p["identity.vertex_colors"]
+            # not a plain channel permutation: some colour leaves the set of its channel values
+            seen.append(not any(torch.allclose(new, vc[:, q], atol=1e-4)
+                                for q in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])))
+        return orig(self, frame, tgt, identity, update_identity, source)
+
+    T._Trainer._losses = spy
+    try:
+        res = train(cfg, body_model=body)
+    finally:
+        T._Trainer._losses = orig
+    assert res["status"] == "finished" and seen and any(seen)
+    meta = json.load(open(res["bundle"].replace(".safetensors", ".json")))
+    assert meta["training"]["color_augment"] == "hue"
+
+
+def test_colour_augmentation_options_are_checked():
+    from neural_avatar.errors import NeuralAvatarError
+
+    with pytest.raises(NeuralAvatarError, match="color_augment"):
+        TrainConfig(data="x", mode="VERTEX_PROJECTION", out="y", color_augment="sepia").validate()
+    cfg = TrainConfig(data="x", mode="VERTEX_PROJECTION", out="y", color_permute=True)
+    cfg.validate()
+    assert cfg.color_augment == "permute"
