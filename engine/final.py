@@ -133,6 +133,8 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         names = ", ".join(f"'{j['b'].name}'" for j in grp)
         check_bytes(n * avatar.render_bytes(rh, rw) + 64 * h * w, f"Rendering {names} at {w}×{h} pixels",
                     hint="Lower the resolution (Output Properties → Format), or render it in parts with a Border.")
+        if hasattr(avatar, "should_stop"):  # seconds-long renders (AniPixel) stop between ray chunks
+            avatar.should_stop = test_break
         try:
             out = avatar.render(frame, precision=precision)
         except torch.OutOfMemoryError:
@@ -141,6 +143,9 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             j0 = grp[0]
             avatar = avatars.load(j0["path"], j0["mode"], j0["b"].model_id, "cpu", j0["b"].identity, j0["b"].sources)
             out = avatar.render(frame, precision="fp32")
+        finally:
+            if hasattr(avatar, "should_stop"):  # the cached avatar keeps no reference to this render
+                avatar.should_stop = None
         LAST_BATCHES.append([j["b"].name for j in grp])
         for j in grp:
             LAST_NETWORK_SIZES[j["b"].name] = (rh, rw)

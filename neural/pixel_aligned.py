@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DatasetError, NeuralAvatarError
+from ..errors import CancelledError, DatasetError, NeuralAvatarError
 from .avatar import Avatar, FrameInputs, _check_frame
 from .config import PIXEL_ALIGNED, AvatarConfig
 from .inputs import skinning
@@ -30,6 +30,10 @@ def vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+RAY_CHUNK = 4096
+"""Rays volume-rendered at once (memory bound; the render can be cancelled between chunks)."""
+
+
 class PixelAlignedAvatar(Avatar):
     """AniPixel. Buffers from the body (not saved): the neutral template ``template (N,3)``,
     skinning ``weights (N,J)``, and their every-``vertex_stride``-th subsample with normals
@@ -40,6 +44,8 @@ class PixelAlignedAvatar(Avatar):
 
     def __init__(self, config: AvatarConfig, template, weights, faces=None, normals=None):
         super().__init__(config)
+        #: polled between ray chunks while rendering (the engine's test_break): True cancels
+        self.should_stop = None
         p = config.pixel
         as_t = lambda a: torch.as_tensor(a if torch.is_tensor(a) else np.asarray(a, np.float32), dtype=torch.float32)  # noqa: E731
         v, w = as_t(template), as_t(weights)
@@ -156,15 +162,18 @@ class PixelAlignedAvatar(Avatar):
             rgb = bg.view(1, 3).expand(H * W, 3).clone()
             acc = torch.zeros(H * W, device=self.device)
             msdf = torch.full((H * W,), 1.0, device=self.device)
-            if len(idx):
-                S = p.samples
+            S = p.samples
+            for c0 in range(0, len(idx), RAY_CHUNK):  # bounded memory, and a cancel point per chunk
+                if self.should_stop is not None and self.should_stop():
+                    raise CancelledError("Render cancelled.")
+                ci = idx[c0:c0 + RAY_CHUNK]
                 u = (torch.arange(S, device=self.device, dtype=torch.float32) + 0.5) / S
                 if jitter:
-                    u = ((torch.arange(S, device=self.device) + torch.rand(len(idx), S, device=self.device)) / S)
+                    u = ((torch.arange(S, device=self.device) + torch.rand(len(ci), S, device=self.device)) / S)
                 else:
-                    u = u[None].expand(len(idx), S)
-                z = near[idx, None] + (far[idx] - near[idx])[:, None] * u
-                x = o + d[idx, None] * z[..., None]  # (R,S,3)
+                    u = u[None].expand(len(ci), S)
+                z = near[ci, None] + (far[ci] - near[ci])[:, None] * u
+                x = o + d[ci, None] * z[..., None]  # (R,S,3)
                 vs = vb[self.sub][None]
                 dist, nn_i = skinning.nearest(x.reshape(1, -1, 3), vs)  # eq. 1's nearest surface, once
                 valid = dist[0] < p.near_body
@@ -184,7 +193,7 @@ class PixelAlignedAvatar(Avatar):
                     src = {k: (v[e:e + 1] if torch.is_tensor(v) else v) for k, v in enc.items()
                            if k in ("feat", "rgb", "K", "R", "t", "glob", "size")}
                     xv = x.reshape(-1, 3)[vi][None]
-                    dv = d[idx][:, None].expand(-1, S, -1).reshape(-1, 3)[vi][None]
+                    dv = d[ci][:, None].expand(-1, S, -1).reshape(-1, 3)[vi][None]
                     ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][e:e + 1], need_grad, p.near_body,
                                      nearest_t=(dist[:, vi], nn_i[:, vi]))
                     sigma = sigma.index_put((vi,), ev["sigma"][0])
@@ -195,9 +204,9 @@ class PixelAlignedAvatar(Avatar):
                         extras["disp"].append(ev["disp"][0])
                         extras["fw_res"].append(ev["fw_res"][0])
                 c, a, _ = volume_render(sigma.view(-1, S), col.view(-1, S, 3), z)
-                rgb = rgb.index_put((idx,), c + (1.0 - a)[:, None] * bg)
-                acc = acc.index_put((idx,), a)
-                msdf = msdf.index_put((idx,), sdf.view(-1, S).amin(1))
+                rgb = rgb.index_put((ci,), c + (1.0 - a)[:, None] * bg)
+                acc = acc.index_put((ci,), a)
+                msdf = msdf.index_put((ci,), sdf.view(-1, S).amin(1))
             out_rgb.append(rgb.T.reshape(3, H, W))
             out_acc.append(acc.reshape(1, H, W))
             out_msdf.append(msdf.reshape(1, H, W))

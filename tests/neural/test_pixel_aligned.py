@@ -130,6 +130,23 @@ def test_render_needs_sources_and_round_trips_a_bundle(tmp_path, model, views_ca
     av2 = load_bundle(st, expected_body=model)
     av2.set_sources(src)
     assert torch.allclose(av2.render(frame)["rgb"], out["rgb"], atol=1e-5)
+    # rays in chunks: the same picture, and a cancel point between chunks
+    import neural_avatar.neural.pixel_aligned as PA
+
+    old = PA.RAY_CHUNK
+    try:
+        PA.RAY_CHUNK = 37
+        assert torch.allclose(av.render(frame)["rgb"], out["rgb"], atol=1e-5)
+        calls = []
+        av.should_stop = lambda: calls.append(1) or len(calls) > 2
+        from neural_avatar.errors import CancelledError
+
+        with pytest.raises(CancelledError):
+            av.render(frame)
+        assert len(calls) == 3
+    finally:
+        PA.RAY_CHUNK = old
+        av.should_stop = None
 
 
 def test_tiny_training_run_reduces_the_loss(tmp_path, model, views_capture):
