@@ -522,7 +522,7 @@ class GaussianBonesAvatar(Avatar):
         return (torch.stack(outs, 0) * wv).sum(0) / wv.sum(0)
 
     def make_input(self, frame: FrameInputs) -> dict[str, Any]:
-        from .inputs.gaussians import bone_gaussians, render_gaussians
+        from .inputs.gaussians import bone_gaussians, feature_stride, render_gaussians
 
         _check_frame(frame, None, self.config.num_joints)
         B = frame.batch_size
@@ -532,8 +532,10 @@ class GaussianBonesAvatar(Avatar):
         if mu.shape[1] != M:
             raise NeuralAvatarError(f"The skeleton gives {mu.shape[1]} bone primitives, the avatar has {M}.")
         app = self._appearance(B)
+        # the feature image is smooth on the scale of the narrowest primitive: coarser where it is wide
+        stride = feature_stride(mu, cov, frame.K, frame.R, frame.t) if not torch.is_grad_enabled() else 1
         feat = render_gaussians(mu, cov, app, frame.K, frame.R, frame.t, frame.size,
-                                self.identity.background_appearance)
+                                self.identity.background_appearance, stride=stride)
         return {"input": feat, "depth": None}
 
     def run_network(self, inputs: dict[str, Any], frame: FrameInputs) -> dict[str, Any]:

@@ -240,3 +240,28 @@ def test_distorted_render_runs_and_bad_inputs():
         render_gaussians(mu, cov, torch.rand(3, 4), K, R, t, (16, 20), torch.zeros(3))
     with pytest.raises(NeuralAvatarError):
         gaussian_weights(mu, cov, K, R, t, (16, 20), alpha=0.0)
+
+
+def test_coarse_feature_image_matches_the_full_one_where_primitives_are_wide():
+    """render_gaussians(stride=s): the weights every s pixels, upsampled; feature_stride picks s
+    from the narrowest primitive's width in pixels, so wide primitives (a body filling a large
+    window) get a coarse, accurate image and narrow ones the full image."""
+    from neural_avatar.neural.inputs.gaussians import feature_stride
+
+    joints = torch.tensor([[[0.0, -0.4, 0.0], [0.0, 0.0, 0.0], [0.0, 0.4, 0.1], [0.35, 0.05, -0.2]]])
+    mu, cov = bone_gaussians(joints, [-1, 0, 1, 1], 0.05)
+    app = torch.rand(1, 3, 5, generator=torch.Generator().manual_seed(0))
+    bg = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    for side, want in ((64, 1), (512, 2)):
+        K, R, t = look_at_krt([0.0, 0.0, 3.0], [0, 0, 0], [0, 1, 0], 40.0, side, side)
+        K, R, t = krt_to_torch(K, R, t)
+        s = feature_stride(mu, cov, K, R, t)
+        assert s == want, (side, s)
+        full = render_gaussians(mu, cov, app, K, R, t, (side, side - 8), bg)
+        coarse = render_gaussians(mu, cov, app, K, R, t, (side, side - 8), bg, stride=s)
+        assert coarse.shape == full.shape
+        psnr = 10 * math.log10(float((full.max() - full.min()) ** 2 / ((coarse - full) ** 2).mean().clamp_min(1e-20)))
+        assert psnr > 45.0, (side, s, psnr)
+    # behind the camera: nothing to measure, full resolution
+    K, R, t = krt_to_torch(*look_at_krt([0.0, 0.0, 3.0], [0, 0, 6.0], [0, 1, 0], 40.0, 64, 64))
+    assert feature_stride(mu, cov, K, R, t) == 1
