@@ -230,8 +230,8 @@ class NEURAL_AVATAR_PG_scene(bpy.types.PropertyGroup):
     views_bundle: StringProperty(name="Pixel-Aligned Avatar", subtype="FILE_PATH", default="",
                                  description="Generalizable PIXEL_ALIGNED bundle (empty: the shipped one)")
     image_dir: StringProperty(name="Image Folder", subtype="DIR_PATH", default="//neural_avatar_image",
-                              description="Capture folder holding the image (empty: Avatar from Image renders one "
-                                          "view of the selected dressed body into it)")
+                              description="Capture folder holding the image (empty: Avatar from Image renders the "
+                                          "selected dressed body into it as the scene camera shows it now)")
     image_frame: IntProperty(name="Image Frame", default=0, min=0, description="Frame of the Image Folder")
     image_name: StringProperty(name="Person", default="person_from_image",
                                description="Name of the identity Avatar from Image adds")
