@@ -169,7 +169,14 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # outside the window.
         has_input = out.get("input") is not None
         planes = [out["rgb_fg"][0].float(), mask_c[0].float()] + ([out["input"][0, :3].float()] if has_input else [])
-        pasted, (xa, ya, xb, yb) = crop_lib.paste(torch.cat(planes, dim=0), win, w, h)
+        reg = j.get("region")
+        rh, rw = LAST_NETWORK_SIZES.get(b.name, (r, r))
+        rect = (reg[0], reg[1], reg[0] + rw, reg[1] + rh) if reg is not None else None
+        pasted, vis = crop_lib.paste(torch.cat(planes, dim=0), win, w, h, rect=rect)
+        LAST_BODY_MODES[b.name] = j["mode"]
+        if pasted is None:  # the region lies outside the frame: nothing of this body shows
+            continue
+        xa, ya, xb, yb = vis
         rgb = np.zeros((h, w, 3), np.float32)
         mask = np.zeros((h, w), np.float32)
         rgb[ya:yb, xa:xb] = pasted[..., :3]
@@ -184,7 +191,6 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             cam_crop = scene_io.CameraFrame(j["K"], cam.R, cam.t, w, h, (0, 0, w, h))
             layer["zmap"] = _depth_map(b, faces_for(b), cam_crop, (h, w))
         layers.append(layer)
-        LAST_BODY_MODES[b.name] = j["mode"]
     return layers
 
 

@@ -106,13 +106,24 @@ def feather(mask: torch.Tensor, fraction: float = FEATHER) -> torch.Tensor:
     return mask * ramp[None, None, :, None] * ramp[None, None, None, :]
 
 
-def paste(img: torch.Tensor, crop: Crop, width: int, height: int) -> tuple:
+def paste(img: torch.Tensor, crop: Crop, width: int, height: int, rect=None) -> tuple:
     """Resample a window's network image ``img (C, r, r)`` into the frame pixels it covers
-    (bilinear: the window is never finer than the frame). Returns ``(array (y1-y0, x1-x0, C),
-    (x0, y0, x1, y1))`` or ``(None, None)`` when nothing is visible."""
+    (bilinear: the window is never finer than the frame). ``rect = (x0, y0, x1, y1)`` in window
+    pixels limits it to the frame pixels that part of the window reaches (a body's region: the
+    image is 0 outside it). Returns ``(array (y1-y0, x1-x0, C), (x0, y0, x1, y1))`` or
+    ``(None, None)`` when nothing is visible."""
     vis = crop.visible(width, height)
     if vis is None:
         return None, None
+    if rect is not None:  # the rect's frame pixels, one more on each side for the bilinear footprint
+        k = crop.scale
+        fx0 = int(math.floor(crop.x0 + rect[0] / k)) - 1
+        fy0 = int(math.floor(crop.y0 + rect[1] / k)) - 1
+        fx1 = int(math.ceil(crop.x0 + rect[2] / k)) + 1
+        fy1 = int(math.ceil(crop.y0 + rect[3] / k)) + 1
+        vis = (max(vis[0], fx0), max(vis[1], fy0), min(vis[2], fx1), min(vis[3], fy1))
+        if vis[2] <= vis[0] or vis[3] <= vis[1]:
+            return None, None
     xa, ya, xb, yb = vis
     r = img.shape[-1]
     k = crop.scale
