@@ -231,6 +231,7 @@ def run_dressed(resolutions=(256, 512), repeats: int = 3, log=print) -> dict:
         win = final.LAST_CROPS.get(arm.name)
         if win is not None:
             cam.lens *= frac * resolutions[-1] / (win.side * 0.87)
+        bpy.ops.render.render(write_still=False)  # warm-up at the new window size, as for every F12 figure
         ms = _f12(bpy, scene, repeats)
         out["body_scale_ms"][str(frac)] = round(ms, 2)
         log(f"dressed body at {frac:.1f} of the height: {ms:9.1f} ms")
