@@ -126,6 +126,59 @@ class _AnrCore(nn.Module):
         return out["rgb_fg"], out["mask_logit"], out["aux_rgb"]
 
 
+class _FixedStyleConv(nn.Module):
+    """A StyleGAN2 modulated convolution whose style is fixed (one person's appearance): a plain
+    convolution with the modulated, demodulated weights (networks/style.py ModulatedConv2d, eq. 1
+    and 3), computed once."""
+
+    def __init__(self, m, styles: torch.Tensor):
+        super().__init__()
+        with torch.no_grad():
+            weight = m.scale * m.weight[None].float() * styles.float()[:, None, :, None, None]
+            if m.demodulate:
+                weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        self.conv = nn.Conv2d(m.in_ch, m.out_ch, m.kernel_size, padding=m.kernel_size // 2, bias=m.bias is not None)
+        self.conv.weight = nn.Parameter(weight[0].contiguous(), requires_grad=False)
+        if m.bias is not None:
+            self.conv.bias = nn.Parameter(m.bias.detach().float().clone(), requires_grad=False)
+
+    def forward(self, x, w=None, styles=None):
+        return self.conv(x)
+
+
+class _StyleCore(nn.Module):
+    """HVS's style UNet with one person's appearance baked in: ``features -> output``. The style
+    of every modulated convolution depends only on the appearance (eq. 16), which is fixed for an
+    avatar loaded for one identity, so the modulated weights are constants and the network is a
+    plain convolutional one that OpenVINO's CPU plugin can run."""
+
+    def __init__(self, net, appearance: torch.Tensor):
+        super().__init__()
+        import copy
+
+        from .networks.style import ModulatedConv2d
+
+        core = copy.deepcopy(net).float().eval()
+        app = appearance.detach().float()
+        with torch.no_grad():
+            w = core.style(app)
+
+        def swap(mod):
+            for name, ch in mod.named_children():
+                if isinstance(ch, ModulatedConv2d):
+                    with torch.no_grad():
+                        setattr(mod, name, _FixedStyleConv(ch, ch.affine(w)))
+                else:
+                    swap(ch)
+
+        swap(core)
+        self.net = core
+        self.register_buffer("appearance", app)
+
+    def forward(self, features):
+        return self.net(features, self.appearance)
+
+
 class OpenVinoNetwork(nn.Module):
     """Stands in for an avatar's ``net``: the same call and outputs, computed by OpenVINO. The
     precision is set per render (:meth:`set_precision`); one compiled model per precision."""
@@ -152,10 +205,11 @@ class OpenVinoNetwork(nn.Module):
 
     def forward(self, x, normals=None, background=None):
         cm = self._model()
+        # ("style": the second argument is the appearance, baked into the exported network)
         args = [x] + ([normals] if self.kind == "anr" and normals is not None else [])
         res = cm([a.float().contiguous().cpu().numpy() for a in args])
         outs = [torch.from_numpy(np.ascontiguousarray(res[o])) for o in cm.outputs]
-        if self.kind == "unet":
+        if self.kind in ("unet", "style"):
             return outs[0]
         return {"rgb_fg": outs[0], "mask_logit": outs[1], "aux_rgb": outs[2]}
 
@@ -181,7 +235,7 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
     if avatar.device.type != "cpu" or not openvino_available():
         return False
     mode = avatar.config.mode
-    if mode not in ("VERTEX_PROJECTION", "NEURAL_TEXTURE"):
+    if mode not in ("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES"):
         return False
     try:
         import openvino as ov
@@ -194,6 +248,12 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
         # file); hashed here only for a bundle that records none.
         digest = read_bundle_meta(bundle_path).get("tensors_sha256") or _sha256(Path(bundle_paths(bundle_path)[0]))
         key = f"{digest[:24]}-{mode.lower()}-ov{ov.__version__.split('-')[0]}-nb"  # nb: any batch size
+        appearance = None
+        if mode == "GAUSSIAN_BONES":  # one exported network per person (their appearance is baked in)
+            import hashlib
+
+            appearance = avatar._appearance(1).detach().float().cpu().contiguous()
+            key += "-" + hashlib.sha256(appearance.numpy().tobytes()).hexdigest()[:16]
         xml = os.path.join(_cache_dir(), key + ".xml")
         core = ov.Core()
         if os.path.exists(xml):
@@ -203,6 +263,10 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
             if mode == "VERTEX_PROJECTION":
                 c = avatar.config.unet.in_ch
                 module, example = net, (torch.rand(1, c, 64, 64),)
+                shapes = [ov.PartialShape([-1, c, -1, -1])]
+            elif mode == "GAUSSIAN_BONES":
+                c = avatar.config.style.appearance_dim
+                module, example = _StyleCore(net, appearance), (torch.rand(1, c, 64, 64),)
                 shapes = [ov.PartialShape([-1, c, -1, -1])]
             else:
                 a = avatar.config.anr
@@ -218,7 +282,8 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
             ov.save_model(model, tmp, compress_to_fp16=False)
             os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")  # weights first: an .xml always has its .bin
             os.replace(tmp, xml)
-        avatar.net = OpenVinoNetwork(model, "unet" if mode == "VERTEX_PROJECTION" else "anr", torch.get_num_threads())
+        kind = {"VERTEX_PROJECTION": "unet", "NEURAL_TEXTURE": "anr", "GAUSSIAN_BONES": "style"}[mode]
+        avatar.net = OpenVinoNetwork(model, kind, torch.get_num_threads())
         avatar.backend = "openvino"
         return True
     except Exception as e:  # noqa: BLE001 - the torch path always works

@@ -115,9 +115,39 @@ def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
     assert _psnr(again.render(frame, precision="fp32")["rgb"], ref["rgb"]) >= 60
 
 
-def test_openvino_leaves_gaussian_bones_on_torch(tmp_path):
+def test_openvino_runs_the_style_unet_with_the_appearance_baked_in(tmp_path, monkeypatch):
+    """GAUSSIAN_BONES on OpenVINO: the modulated convolutions' weights depend only on the person's
+    appearance, so they are baked into one exported network per person. Same pictures as eager
+    fp32 torch (≥ 60 dB f32 hint, ≥ 40 dB bf16); another appearance gets its own network."""
     pytest.importorskip("openvino")
-    from neural_avatar.neural.inference import attach_openvino
+    from neural_avatar.neural.bundle import save_bundle
+    from neural_avatar.neural.inference import OpenVinoNetwork, attach_openvino
 
-    av = build_avatar(AvatarConfig.default("GAUSSIAN_BONES", resolution=64), body.load_default()).eval()
-    assert attach_openvino(av, str(tmp_path / "none.safetensors")) is False
+    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
+    model = body.load_default()
+    cfg = AvatarConfig.default("GAUSSIAN_BONES", resolution=64)
+    av = build_avatar(cfg, model).eval()
+    with torch.no_grad():  # a person with a non-trivial appearance and styles
+        g = torch.Generator().manual_seed(1)
+        av.identity.appearance.copy_(torch.randn(av.identity.appearance.shape, generator=g))
+        for p in av.net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    path = tmp_path / "h.safetensors"
+    save_bundle(av, path)
+    frame = _frame(model, size=72)
+    ref = av.render(frame, precision="fp32")
+    fast = copy.deepcopy(av)
+    prepare_for_inference(fast)
+    assert attach_openvino(fast, str(path)) and isinstance(fast.net, OpenVinoNetwork) and fast.backend == "openvino"
+    out = fast.render(frame, precision="fp32")
+    assert _psnr(out["rgb"], ref["rgb"]) >= 60 and _psnr(out["mask"], ref["mask"]) >= 60
+    assert _psnr(fast.render(frame, precision="bf16")["rgb"], ref["rgb"]) >= 40
+    other = copy.deepcopy(av)
+    with torch.no_grad():
+        other.identity.appearance.mul_(-1.0)
+    ref2 = other.render(frame, precision="fp32")
+    assert _psnr(ref2["rgb"], ref["rgb"]) < 40  # a different person paints differently
+    prepare_for_inference(other)
+    assert attach_openvino(other, str(path))
+    assert _psnr(other.render(frame, precision="fp32")["rgb"], ref2["rgb"]) >= 60
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 2
