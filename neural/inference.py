@@ -110,7 +110,8 @@ def set_threads() -> int:
 # bundle and cached, then run by OpenVINO's CPU plugin with an explicit precision hint (its
 # default on CPUs with bf16 is bf16). Measured here at 256², one run: SMPLpix 14.6 ms vs torch bf16
 # 27.6 ms, ANR 28.5 vs 42.1 ms. The style UNet's modulated convolutions (weights computed from the
-# style at run time) are not supported by the CPU plugin: GAUSSIAN_BONES stays on torch.
+# style at run time) are not supported by the CPU plugin, so GAUSSIAN_BONES exports _StyleCore: the
+# network with one person's modulated weights baked in, one cached model per appearance.
 OPENVINO_ENV = "NEURAL_AVATAR_OPENVINO"  # "0": never use OpenVINO
 
 
