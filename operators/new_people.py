@@ -29,17 +29,17 @@ def _folder(path: str) -> str:
     return p
 
 
-def _capture_if_empty(context, arm, folder: str, views: int, res: int) -> bool:
-    """Capture ``views`` synchronised views of ``arm`` into ``folder`` unless it already holds a
-    capture; True when it captured."""
-    from ..lab.new_people import capture_views, source_dir_ok
+def _capture_if_empty(folder: str, capture) -> bool:
+    """Run ``capture(folder)`` unless ``folder`` already holds a capture; refuse a folder holding
+    other files. True when it captured."""
+    from ..lab.new_people import source_dir_ok
 
     if source_dir_ok(folder):
         return False
     if os.path.isdir(folder) and os.listdir(folder):
         raise NeuralAvatarError(f"'{folder}' holds files but no capture (dataset.json): choose an empty folder "
                                 "to capture into, or a capture folder.")
-    capture_views(context, arm, folder, views=views, res=res)
+    capture(folder)
     return True
 
 
@@ -66,7 +66,10 @@ class NEURAL_AVATAR_OT_avatar_from_views(bpy.types.Operator):
             bundle = bpy.path.abspath(s.views_bundle) if s.views_bundle else default_avatar_path("PIXEL_ALIGNED")
             if not os.path.isfile(bundle):
                 raise NeuralAvatarError(f"No PIXEL_ALIGNED bundle at {bundle}.")
-            captured = _capture_if_empty(context, arm, folder, s.views_count, s.capture_res)
+            from ..lab.new_people import capture_views
+
+            captured = _capture_if_empty(
+                folder, lambda d: capture_views(context, arm, d, views=s.views_count, res=s.capture_res))
             info = check_source_views(folder, s.views_count)
         except (NeuralAvatarError, OSError) as e:
             self.report({"ERROR"}, str(e))
@@ -105,16 +108,12 @@ class NEURAL_AVATAR_OT_avatar_from_image(bpy.types.Operator):
                 bundle = own
             else:
                 bundle = zoo_avatar_path("GAUSSIAN_BONES")
-            if context.scene.camera is not None:  # the body as the scene camera shows it now
-                from ..lab.new_people import capture_current_view, source_dir_ok
+            from ..lab.new_people import capture_current_view, capture_views
 
-                if not source_dir_ok(folder):
-                    if os.path.isdir(folder) and os.listdir(folder):
-                        raise NeuralAvatarError(f"'{folder}' holds files but no capture (dataset.json): choose an "
-                                                "empty folder to capture into, or a capture folder.")
-                    capture_current_view(context, arm, folder, s.capture_res)
+            if context.scene.camera is not None:  # the body as the scene camera shows it now
+                _capture_if_empty(folder, lambda d: capture_current_view(context, arm, d, s.capture_res))
             else:
-                _capture_if_empty(context, arm, folder, 1, s.capture_res)
+                _capture_if_empty(folder, lambda d: capture_views(context, arm, d, views=1, res=s.capture_res))
             out = os.path.join(folder, f"avatar_{s.image_name}")
             res = avatar_from_image(bundle, folder, s.image_frame, s.image_name, out)
         except (NeuralAvatarError, OSError) as e:
