@@ -122,10 +122,10 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r) for j in grp]
             rh, rw = crop_lib.region_size(ext, r)
             for j, e in zip(grp, ext):
-                j["region"] = crop_lib.place_region(e, rh, rw, r)
+                ox, oy = crop_lib.place_region(e, rh, rw, r)
+                j["region"] = (ox, oy, ox + rw, oy + rh)  # window pixels the network covers
         for j in grp:
-            ox, oy = j.get("region", (0, 0))
-            j["K_net"] = crop_lib.region_intrinsics(j["K_win"], ox, oy)
+            j["K_net"] = crop_lib.region_intrinsics(j["K_win"], *j.get("region", (0, 0))[:2])
         frame = FrameInputs(
             verts=torch.stack([f32(j["b"].verts) for j in grp]), joints=torch.stack([f32(j["b"].joints) for j in grp]),
             K=torch.stack([f32(j["K_net"]) for j in grp]), R=f32(cam.R)[None].expand(n, 3, 3).contiguous(),
@@ -153,7 +153,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
             j["out"] = {key: (v[k:k + 1] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v)
                         for key, v in out.items()}
             if (rh, rw) != (r, r):
-                j["out"] = crop_lib.into_window(j["out"], *j["region"], r)
+                j["out"] = crop_lib.into_window(j["out"], *j["region"][:2], r)
         done += n
         if progress is not None:
             progress(done / max(1, len(bodies)))
@@ -169,10 +169,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # outside the window.
         has_input = out.get("input") is not None
         planes = [out["rgb_fg"][0].float(), mask_c[0].float()] + ([out["input"][0, :3].float()] if has_input else [])
-        reg = j.get("region")
-        rh, rw = LAST_NETWORK_SIZES.get(b.name, (r, r))
-        rect = (reg[0], reg[1], reg[0] + rw, reg[1] + rh) if reg is not None else None
-        pasted, vis = crop_lib.paste(torch.cat(planes, dim=0), win, w, h, rect=rect)
+        pasted, vis = crop_lib.paste(torch.cat(planes, dim=0), win, w, h, rect=j.get("region"))
         LAST_BODY_MODES[b.name] = j["mode"]
         if pasted is None:  # the region lies outside the frame: nothing of this body shows
             continue

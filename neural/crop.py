@@ -48,15 +48,22 @@ class Crop:
         return (xa, ya, xb, yb) if xb > xa and yb > ya else None
 
 
+def _project_front(verts, K, R, t) -> np.ndarray:
+    """Pixel positions ``(F, 2)`` (float64) of the vertices in front of the camera (``z > 1e-3``);
+    empty when none is."""
+    Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
+    front = Xc[:, 2] > 1e-3
+    return (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
+
+
 def body_crop(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
               train_res: int, fill: float = FILL) -> Optional[Crop]:
     """The window for a body with world-space ``verts`` (V, 3) seen by camera ``K, R, t`` in a
     ``width`` × ``height`` frame; None when the body is wholly behind the camera or outside the
     frame."""
     verts = np.asarray(verts, np.float64)
-    Xc = verts @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
-    front = Xc[:, 2] > 1e-3
-    if not front.any():
+    uv = _project_front(verts, K, R, t)
+    if not len(uv):
         return None
     K = np.asarray(K, np.float64)
     f = 0.5 * (K[0, 0] + K[1, 1])
@@ -64,7 +71,6 @@ def body_crop(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, wi
     centre = 0.5 * (lo + hi)
     radius = 0.5 * float(np.linalg.norm(hi - lo))
     cc = np.asarray(R, np.float64) @ centre + np.asarray(t, np.float64)
-    uv = (Xc[front] @ K.T)[:, :2] / Xc[front, 2:3]
     u0, v0 = uv.min(0)
     u1, v1 = uv.max(0)
     if cc[2] > 1.5 * radius:  # the whole sphere in front: its projection frames the body as in training
@@ -154,9 +160,7 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     of 35 ms at a 512-pixel window, the same gate to within the growth's rounding."""
     s = max(1, int(res) // GATE_RES)
     rl = -(-int(res) // s)
-    Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
-    front = Xc[:, 2] > 1e-3
-    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3] / s
+    uv = _project_front(verts, K, R, t) / s
     j, i = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     ok = (j >= 0) & (j < rl) & (i >= 0) & (i < rl)
     m = torch.zeros(1, 1, rl, rl)
@@ -189,11 +193,9 @@ def body_extent(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, 
                 margin: Optional[float] = None):
     """``(x0, y0, x1, y1)`` in window pixels: the box of the body's projected vertices grown by
     ``margin`` of the side (at least ``REGION_MIN_MARGIN_PX``) and clipped to the window."""
-    Xc = np.asarray(verts, np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64)
-    front = Xc[:, 2] > 1e-3
-    if not front.any():
+    uv = _project_front(verts, K, R, t)
+    if not len(uv):
         return (0, 0, res, res)
-    uv = (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
     m = max((REGION_MARGIN if margin is None else margin) * res, REGION_MIN_MARGIN_PX)
     x0, y0 = np.floor(uv.min(0) - m)
     x1, y1 = np.ceil(uv.max(0) + m)

@@ -135,9 +135,7 @@ class _FixedStyleConv(nn.Module):
     def __init__(self, m, styles: torch.Tensor):
         super().__init__()
         with torch.no_grad():
-            weight = m.scale * m.weight[None].float() * styles.float()[:, None, :, None, None]
-            if m.demodulate:
-                weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+            weight = m.modulated_weight(styles.float())
         self.conv = nn.Conv2d(m.in_ch, m.out_ch, m.kernel_size, padding=m.kernel_size // 2, bias=m.bias is not None)
         self.conv.weight = nn.Parameter(weight[0].contiguous(), requires_grad=False)
         if m.bias is not None:

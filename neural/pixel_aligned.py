@@ -163,18 +163,29 @@ class PixelAlignedAvatar(Avatar):
             acc = torch.zeros(H * W, device=self.device)
             msdf = torch.full((H * W,), 1.0, device=self.device)
             S = p.samples
+            # per body, shared by its ray chunks
+            u_mid = (torch.arange(S, device=self.device, dtype=torch.float32) + 0.5) / S
+            vs = vb[self.sub][None]
+            e = b if enc["feat"].shape[0] > 1 else 0  # one person's sources for the whole batch
+            body = {"T_t": st_t["T"][b:b + 1], "T_o": enc["body"]["T"][e:e + 1],
+                    "verts_t": vs, "weights": self.weights_s,
+                    "scale_t": st_t["scale"][b:b + 1], "cs_t": st_t["cs"][b:b + 1], "c0": st_t["c0"],
+                    "scale_o": enc["body"]["scale"][e:e + 1], "cs_o": enc["body"]["cs"][e:e + 1],
+                    "template": self.template_s, "template_normals": self.normals_s,
+                    "theta_t": st_t["theta"][b:b + 1], "theta_o": enc["body"]["theta"][e:e + 1],
+                    "joints_o": enc["joints"][e:e + 1]}
+            src = {k: (v[e:e + 1] if torch.is_tensor(v) else v) for k, v in enc.items()
+                   if k in ("feat", "rgb", "K", "R", "t", "glob", "size")}
             for c0 in range(0, len(idx), RAY_CHUNK):  # bounded memory, and a cancel point per chunk
                 if self.should_stop is not None and self.should_stop():
                     raise CancelledError("Render cancelled.")
                 ci = idx[c0:c0 + RAY_CHUNK]
-                u = (torch.arange(S, device=self.device, dtype=torch.float32) + 0.5) / S
                 if jitter:
                     u = ((torch.arange(S, device=self.device) + torch.rand(len(ci), S, device=self.device)) / S)
                 else:
-                    u = u[None].expand(len(ci), S)
+                    u = u_mid[None].expand(len(ci), S)
                 z = near[ci, None] + (far[ci] - near[ci])[:, None] * u
                 x = o + d[ci, None] * z[..., None]  # (R,S,3)
-                vs = vb[self.sub][None]
                 dist, nn_i = skinning.nearest(x.reshape(1, -1, 3), vs)  # eq. 1's nearest surface, once
                 valid = dist[0] < p.near_body
                 vi = torch.nonzero(valid)[:, 0]
@@ -182,16 +193,6 @@ class PixelAlignedAvatar(Avatar):
                 col = torch.zeros(x.shape[0] * S, 3, device=self.device)
                 sdf = torch.ones(x.shape[0] * S, device=self.device)
                 if len(vi):
-                    e = b if enc["feat"].shape[0] > 1 else 0  # one person's sources for the whole batch
-                    body = {"T_t": st_t["T"][b:b + 1], "T_o": enc["body"]["T"][e:e + 1],
-                            "verts_t": vs, "weights": self.weights_s,
-                            "scale_t": st_t["scale"][b:b + 1], "cs_t": st_t["cs"][b:b + 1], "c0": st_t["c0"],
-                            "scale_o": enc["body"]["scale"][e:e + 1], "cs_o": enc["body"]["cs"][e:e + 1],
-                            "template": self.template_s, "template_normals": self.normals_s,
-                            "theta_t": st_t["theta"][b:b + 1], "theta_o": enc["body"]["theta"][e:e + 1],
-                            "joints_o": enc["joints"][e:e + 1]}
-                    src = {k: (v[e:e + 1] if torch.is_tensor(v) else v) for k, v in enc.items()
-                           if k in ("feat", "rgb", "K", "R", "t", "glob", "size")}
                     xv = x.reshape(-1, 3)[vi][None]
                     dv = d[ci][:, None].expand(-1, S, -1).reshape(-1, 3)[vi][None]
                     ev = eval_points(self.fields, body, xv, dv, src, enc["identity"][e:e + 1], need_grad, p.near_body,

@@ -83,6 +83,14 @@ class ModulatedConv2d(nn.Module):
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
 
+    def modulated_weight(self, styles: torch.Tensor) -> torch.Tensor:
+        """``(B, out_ch, in_ch, k, k)`` weights for ``styles (B, in_ch)``: eq. 1 modulation, then
+        eq. 3 demodulation when enabled."""
+        weight = self.scale * self.weight[None] * styles[:, None, :, None, None]
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        return weight
+
     def forward(self, x: torch.Tensor, w: torch.Tensor | None = None,
                 styles: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, in_ch, H, W)``; either ``w (B|1, w_dim)`` or explicit ``styles (B|1, in_ch)``."""
@@ -91,10 +99,7 @@ class ModulatedConv2d(nn.Module):
             if w is None:
                 raise ValueError("ModulatedConv2d needs a style vector w or explicit styles")
             styles = self.affine(w)
-        styles = styles.to(torch.float32).expand(b, c)
-        weight = self.scale * self.weight[None] * styles[:, None, :, None, None]  # (B,O,I,k,k)
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        weight = self.modulated_weight(styles.to(torch.float32).expand(b, c))
         weight = weight.reshape(b * self.out_ch, c, self.kernel_size, self.kernel_size)
         out = F.conv2d(x.reshape(1, b * c, h, wd), weight.to(x.dtype),
                        padding=self.kernel_size // 2, groups=b)

@@ -83,6 +83,16 @@ def test_precision_resolution():
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
+def _openvino_copy(av, path):
+    """A copy of ``av`` prepared for rendering and moved onto the OpenVINO backend."""
+    from neural_avatar.neural.inference import OpenVinoNetwork, attach_openvino
+
+    fast = copy.deepcopy(av)
+    prepare_for_inference(fast)
+    assert attach_openvino(fast, str(path)) and isinstance(fast.net, OpenVinoNetwork)
+    return fast
+
+
 @pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE"])
 def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
     """The optional OpenVINO backend (installed in the test venv) gives the same pictures:
@@ -90,7 +100,6 @@ def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
     exported network is cached and reused."""
     pytest.importorskip("openvino")
     from neural_avatar.neural.bundle import save_bundle
-    from neural_avatar.neural.inference import OpenVinoNetwork, attach_openvino
 
     monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
     model = body.load_default()
@@ -100,18 +109,14 @@ def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
     save_bundle(av, path)
     frame = _frame(model, size=72)
     ref = av.render(frame, precision="fp32")
-    fast = copy.deepcopy(av)
-    prepare_for_inference(fast)
-    assert attach_openvino(fast, str(path)) and isinstance(fast.net, OpenVinoNetwork)
+    fast = _openvino_copy(av, path)
     out = fast.render(frame, precision="fp32")
     assert _psnr(out["rgb"], ref["rgb"]) >= 60 and _psnr(out["mask"], ref["mask"]) >= 60
     out16 = fast.render(frame, precision="bf16")
     assert _psnr(out16["rgb"], ref["rgb"]) >= 40
     cached = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
     assert len(cached) == 2 and cached[0].endswith(".bin") and cached[1].endswith(".xml")
-    again = copy.deepcopy(av)
-    prepare_for_inference(again)
-    assert attach_openvino(again, str(path))  # from the cache this time
+    again = _openvino_copy(av, path)  # from the cache this time
     assert _psnr(again.render(frame, precision="fp32")["rgb"], ref["rgb"]) >= 60
 
 
@@ -121,7 +126,6 @@ def test_openvino_runs_the_style_unet_with_the_appearance_baked_in(tmp_path, mon
     fp32 torch (≥ 60 dB f32 hint, ≥ 40 dB bf16); another appearance gets its own network."""
     pytest.importorskip("openvino")
     from neural_avatar.neural.bundle import save_bundle
-    from neural_avatar.neural.inference import OpenVinoNetwork, attach_openvino
 
     monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
     model = body.load_default()
@@ -136,9 +140,8 @@ def test_openvino_runs_the_style_unet_with_the_appearance_baked_in(tmp_path, mon
     save_bundle(av, path)
     frame = _frame(model, size=72)
     ref = av.render(frame, precision="fp32")
-    fast = copy.deepcopy(av)
-    prepare_for_inference(fast)
-    assert attach_openvino(fast, str(path)) and isinstance(fast.net, OpenVinoNetwork) and fast.backend == "openvino"
+    fast = _openvino_copy(av, path)
+    assert fast.backend == "openvino"
     out = fast.render(frame, precision="fp32")
     assert _psnr(out["rgb"], ref["rgb"]) >= 60 and _psnr(out["mask"], ref["mask"]) >= 60
     assert _psnr(fast.render(frame, precision="bf16")["rgb"], ref["rgb"]) >= 40
@@ -147,7 +150,5 @@ def test_openvino_runs_the_style_unet_with_the_appearance_baked_in(tmp_path, mon
         other.identity.appearance.mul_(-1.0)
     ref2 = other.render(frame, precision="fp32")
     assert _psnr(ref2["rgb"], ref["rgb"]) < 40  # a different person paints differently
-    prepare_for_inference(other)
-    assert attach_openvino(other, str(path))
-    assert _psnr(other.render(frame, precision="fp32")["rgb"], ref2["rgb"]) >= 60
+    assert _psnr(_openvino_copy(other, path).render(frame, precision="fp32")["rgb"], ref2["rgb"]) >= 60
     assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 2

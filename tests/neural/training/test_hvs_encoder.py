@@ -102,25 +102,33 @@ def test_training_the_encoder_reduces_the_loss_and_ships_every_person(tmp_path, 
     assert av.encode_appearance(ds.sources([0])).shape[1] == av.config.style.num_primitives
 
 
-def test_smplpix_colour_permutation_trains_on_several_people(tmp_path, zoo, body):
-    """--color-permute: the input colours and the target are permuted alike (half the steps)."""
-    cfg = TrainConfig(data=zoo, mode="VERTEX_PROJECTION", out=str(tmp_path), steps=6, batch=2, log_every=1,
-                      val_every=0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 2}},
-                      perceptual="l1_msssim", threads=1, color_permute=True, use_gan=False)
-    seen = []
+def _train_smplpix_watching(tmp_path, zoo, body, look, **kw):
+    """A tiny SMPLpix run on the zoo; ``look(trainer, identity)`` sees every step just before its
+    losses (the colour augmentation has been applied by then)."""
     from neural_avatar.neural.training import trainer as T
 
+    cfg = TrainConfig(data=zoo, mode="VERTEX_PROJECTION", out=str(tmp_path), steps=6, batch=2, log_every=1,
+                      val_every=0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 2}},
+                      perceptual="l1_msssim", threads=1, use_gan=False, **kw)
     orig = T._Trainer._losses
 
     def spy(self, frame, tgt, identity, update_identity, source=None):
-        seen.append(getattr(self, "_permuted", None) is not None)
+        look(self, identity)
         return orig(self, frame, tgt, identity, update_identity, source)
 
     T._Trainer._losses = spy
     try:
-        res = train(cfg, body_model=body)
+        return train(cfg, body_model=body)
     finally:
         T._Trainer._losses = orig
+
+
+def test_smplpix_colour_permutation_trains_on_several_people(tmp_path, zoo, body):
+    """--color-permute: the input colours and the target are permuted alike (half the steps)."""
+    seen = []
+    res = _train_smplpix_watching(tmp_path, zoo, body,
+                                  lambda tr, i: seen.append(getattr(tr, "_permuted", None) is not None),
+                                  color_permute=True)
     assert res["status"] == "finished" and any(seen) and not all(seen)
 
 
@@ -129,29 +137,18 @@ def test_smplpix_hue_augmentation_trains_and_records_it(tmp_path, zoo, body):
     colours change (not only their order), and the bundle records the augmentation."""
     import json
 
-    from neural_avatar.neural.training import trainer as T
-
-    cfg = TrainConfig(data=zoo, mode="VERTEX_PROJECTION", out=str(tmp_path), steps=6, batch=2, log_every=1,
-                      val_every=0, ckpt_every=0, avatar={"unet": {"width": 8, "depth": 2}},
-                      perceptual="l1_msssim", threads=1, color_augment="hue", use_gan=False)
     seen = []
-    orig = T._Trainer._losses
 
-    def spy(self, frame, tgt, identity, update_identity, source=None):
-        p = getattr(self, "_permuted", None)
+    def look(tr, identity):
+        p = getattr(tr, "_permuted", None)
         if p is not None:
-            vc = self.fixed[identity].get("identity.vertex_colors", self.avatar.identity.vertex_colors)
+            vc = tr.fixed[identity].get("identity.vertex_colors", tr.avatar.identity.vertex_colors)
             new = p["identity.vertex_colors"]
             # not a plain channel permutation: some colour leaves the set of its channel values
             seen.append(not any(torch.allclose(new, vc[:, q], atol=1e-4)
                                 for q in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])))
-        return orig(self, frame, tgt, identity, update_identity, source)
 
-    T._Trainer._losses = spy
-    try:
-        res = train(cfg, body_model=body)
-    finally:
-        T._Trainer._losses = orig
+    res = _train_smplpix_watching(tmp_path, zoo, body, look, color_augment="hue")
     assert res["status"] == "finished" and seen and any(seen)
     meta = json.load(open(res["bundle"].replace(".safetensors", ".json")))
     assert meta["training"]["color_augment"] == "hue"
