@@ -110,6 +110,19 @@ def test_patches_bf16_haze_and_warm_start(tmp_path, data, body, mode):
     assert first_loss < np.mean([r["loss"] for r in recs[:3]])
 
 
+def test_mask_weight_scales_the_mask_loss_and_is_recorded(tmp_path, data, body):
+    """``w_mask`` (``train --mask-weight``) multiplies the mask BCE of the first step (same seed,
+    same weights, so the same BCE) and the bundle records it."""
+    firsts = {}
+    for w in (1.0, 10.0):
+        out = tmp_path / f"w{w:g}"
+        train(_cfg(data, out, "VERTEX_PROJECTION", steps=1, use_gan=False, w_mask=w), body_model=body)
+        firsts[w] = _records(out)[0]
+        assert json.loads((out / "avatar.json").read_text())["training"]["mask_weight"] == w
+    assert firsts[10.0]["mask"] == pytest.approx(10.0 * firsts[1.0]["mask"], rel=1e-3)
+    assert firsts[10.0]["vgg"] == pytest.approx(firsts[1.0]["vgg"], rel=1e-3)
+
+
 def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, body):
     mode = "NEURAL_TEXTURE"  # jitter, augmentation, split optimisation and GAN all use RNG
     a = tmp_path / "a"
