@@ -152,16 +152,17 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         for k, j in enumerate(grp):
             j["out"] = {key: (v[k:k + 1] if torch.is_tensor(v) and v.ndim and v.shape[0] == n else v)
                         for key, v in out.items()}
-            if (rh, rw) != (r, r):
-                j["out"] = crop_lib.into_window(j["out"], *j["region"][:2], r)
         done += n
         if progress is not None:
             progress(done / max(1, len(bodies)))
     # 3. each body into the frame, in the bodies' order
     for j in jobs:
         b, win, out, K_win, r = j["b"], j["win"], j["out"], j["K_win"], j["win"].res
-        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)
-        mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device))
+        # everything stays at the network's size: the region (gate, feather and paste read it at
+        # its place in the window, which is background outside it) or the whole window
+        ox, oy, rx1, ry1 = j.get("region", (0, 0, r, r))
+        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)[..., oy:ry1, ox:rx1]
+        mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device), res=r, offset=(ox, oy))
         if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "
                                     "The bundle may be corrupt or trained with a diverged run.")
@@ -169,20 +170,15 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # outside the window.
         has_input = out.get("input") is not None
         planes = [out["rgb_fg"][0].float(), mask_c[0].float()] + ([out["input"][0, :3].float()] if has_input else [])
-        pasted, vis = crop_lib.paste(torch.cat(planes, dim=0), win, w, h, rect=j.get("region"))
+        fill = [0.0] * 4 + ([1.0] * 3 if has_input else [])  # the input preview's background is 1
+        pasted, vis = crop_lib.paste(torch.cat(planes, dim=0), win, w, h, rect=j.get("region"), fill=fill)
         LAST_BODY_MODES[b.name] = j["mode"]
         if pasted is None:  # the region lies outside the frame: nothing of this body shows
             continue
         xa, ya, xb, yb = vis
-        rgb = np.zeros((h, w, 3), np.float32)
-        mask = np.zeros((h, w), np.float32)
-        rgb[ya:yb, xa:xb] = pasted[..., :3]
-        mask[ya:yb, xa:xb] = pasted[..., 3]
-        inp = None
-        if has_input:
-            inp = np.ones((h, w, 3), np.float32)
-            inp[ya:yb, xa:xb] = pasted[..., 4:7]
-        layer = {"rgb": rgb, "mask": mask, "input": inp, "depth": float(np.median(j["zc"])), "name": b.name,
+        # the layer holds the pixels of its crop only (composite_layers places them)
+        layer = {"rgb": pasted[..., :3], "mask": pasted[..., 3], "input": pasted[..., 4:7] if has_input else None,
+                 "depth": float(np.median(j["zc"])), "name": b.name,
                  "mode": j["mode"], "crop": (xa, ya, xb, yb), "network_size": r}
         if want_depth and faces_for is not None:
             cam_crop = scene_io.CameraFrame(j["K"], cam.R, cam.t, w, h, (0, 0, w, h))

@@ -32,7 +32,8 @@ def composite_layers(layers: list[dict], background_linear: np.ndarray, transpar
 
     A layer may name ``crop = (x0, y0, x1, y1)``, the frame pixels outside which its mask is 0
     (the engine's body windows): only those pixels are composited, so the cost follows the
-    bodies' pixels, not the frame's.
+    bodies' pixels, not the frame's. Its arrays are then either the whole frame or only the crop,
+    ``(y1 - y0, x1 - x0, ...)``.
     """
     H, W = size
     rgba = np.zeros((H, W, 4), np.float32)
@@ -41,17 +42,24 @@ def composite_layers(layers: list[dict], background_linear: np.ndarray, transpar
     color, alpha = rgba[..., :3], np.zeros((H, W), np.float32)
     preview = np.ones((H, W, 3), np.float32)
     for layer in sorted(layers, key=lambda d: -float(d["depth"])):
-        xa, ya, xb, yb = layer.get("crop") or (0, 0, W, H)
-        xa, ya, xb, yb = max(0, int(xa)), max(0, int(ya)), min(W, int(xb)), min(H, int(yb))
+        cx, cy, cx1, cy1 = (int(v) for v in (layer.get("crop") or (0, 0, W, H)))
+        xa, ya, xb, yb = max(0, cx), max(0, cy), min(W, cx1), min(H, cy1)
         if xb <= xa or yb <= ya:
             continue
         win = (slice(ya, yb), slice(xa, xb))
-        m = np.clip(layer["mask"][win], 0.0, 1.0).astype(np.float32)
-        fg = srgb_to_linear(layer["rgb"][win])
+        if layer["mask"].shape[:2] == (H, W):
+            src = win
+        elif layer["mask"].shape[:2] == (cy1 - cy, cx1 - cx):  # arrays of the crop only
+            src = (slice(ya - cy, yb - cy), slice(xa - cx, xb - cx))
+        else:
+            raise ValueError(f"layer arrays {layer['mask'].shape[:2]} are neither the frame {(H, W)} "
+                             f"nor its crop {(cy1 - cy, cx1 - cx)}")
+        m = np.clip(layer["mask"][src], 0.0, 1.0).astype(np.float32)
+        fg = srgb_to_linear(layer["rgb"][src])
         color[win] = fg * m[..., None] + color[win] * (1.0 - m[..., None])
         alpha[win] = m + alpha[win] * (1.0 - m)
         if layer.get("input") is not None:
-            cov = (layer.get("coverage", layer["mask"])[win] > 0.5)[..., None]
-            preview[win] = np.where(cov, layer["input"][win], preview[win])
+            cov = (layer.get("coverage", layer["mask"])[src] > 0.5)[..., None]
+            preview[win] = np.where(cov, layer["input"][src], preview[win])
     rgba[..., 3] = alpha if transparent else 1.0
     return {"rgba": rgba, "mask": alpha, "input": preview}

@@ -103,21 +103,52 @@ def crop_intrinsics(K: np.ndarray, crop: Crop) -> np.ndarray:
     return Kc
 
 
-def feather(mask: torch.Tensor, fraction: float = FEATHER) -> torch.Tensor:
-    """``mask (B,1,r,r)`` times a ramp from 0 at the window's border to 1 at ``fraction`` inside."""
-    r = mask.shape[-1]
+def feather(mask: torch.Tensor, fraction: float = FEATHER, res: Optional[int] = None,
+            offset: tuple = (0, 0)) -> torch.Tensor:
+    """``mask (B,1,h,w)`` times a ramp from 0 at the window's border to 1 at ``fraction`` inside.
+    The mask is the whole ``res`` × ``res`` window (default: its own side) or, with ``res`` and
+    ``offset = (ox, oy)``, the part of it whose top-left is window pixel ``(ox, oy)``."""
+    h, w = mask.shape[-2:]
+    r = w if res is None else int(res)
     n = max(1.0, fraction * r)
-    idx = torch.arange(r, dtype=mask.dtype, device=mask.device) + 0.5
-    ramp = torch.clamp(torch.minimum(idx, r - idx) / n, 0.0, 1.0)
-    return mask * ramp[None, None, :, None] * ramp[None, None, None, :]
+
+    def ramp(o, length):
+        idx = torch.arange(o, o + length, dtype=mask.dtype, device=mask.device) + 0.5
+        return torch.clamp(torch.minimum(idx, r - idx) / n, 0.0, 1.0)
+
+    return mask * ramp(offset[1], h)[None, None, :, None] * ramp(offset[0], w)[None, None, None, :]
 
 
-def paste(img: torch.Tensor, crop: Crop, width: int, height: int, rect=None) -> tuple:
+def paste(img: torch.Tensor, crop: Crop, width: int, height: int, rect=None, fill=None) -> tuple:
     """Resample a window's network image ``img (C, r, r)`` into the frame pixels it covers
     (bilinear: the window is never finer than the frame). ``rect = (x0, y0, x1, y1)`` in window
     pixels limits it to the frame pixels that part of the window reaches (a body's region: the
-    image is 0 outside it). Returns ``(array (y1-y0, x1-x0, C), (x0, y0, x1, y1))`` or
+    image is 0 outside it). ``img`` may also be only that region, ``(C, y1-y0, x1-x0)``: the
+    window outside it holds ``fill`` (one value per channel, default 0), the same picture as the
+    whole window without building it. Returns ``(array (y1-y0, x1-x0, C), (x0, y0, x1, y1))`` or
     ``(None, None)`` when nothing is visible."""
+    r = crop.res if crop.res else img.shape[-1]
+    ox = oy = 0
+    if rect is not None and tuple(img.shape[-2:]) != (r, r):
+        ox, oy, rx1, ry1 = (int(v) for v in rect)
+        if tuple(img.shape[-2:]) != (ry1 - oy, rx1 - ox):
+            raise ValueError(f"paste: image {tuple(img.shape[-2:])} is neither the window ({r}) nor the rect {rect}")
+        # one pixel of the window around the region (its fill, or the region's own edge where the
+        # region meets the window's border, which the whole-window sample clamps to) so the
+        # bilinear footprint at the region's edge sees what the whole window holds there
+        C = img.shape[0]
+        fv = torch.zeros(C) if fill is None else torch.as_tensor(fill, dtype=torch.float32)
+        canvas = fv.to(img.device, img.dtype).view(C, 1, 1).expand(C, img.shape[1] + 2, img.shape[2] + 2).clone()
+        canvas[:, 1:-1, 1:-1] = img
+        if ox == 0:
+            canvas[:, :, 0] = canvas[:, :, 1]
+        if rx1 == r:
+            canvas[:, :, -1] = canvas[:, :, -2]
+        if oy == 0:
+            canvas[:, 0, :] = canvas[:, 1, :]
+        if ry1 == r:
+            canvas[:, -1, :] = canvas[:, -2, :]
+        img, ox, oy = canvas, ox - 1, oy - 1
     vis = crop.visible(width, height)
     if vis is None:
         return None, None
@@ -131,13 +162,13 @@ def paste(img: torch.Tensor, crop: Crop, width: int, height: int, rect=None) -> 
         if vis[2] <= vis[0] or vis[3] <= vis[1]:
             return None, None
     xa, ya, xb, yb = vis
-    r = img.shape[-1]
     k = crop.scale
-    # frame pixel centre (j + 0.5) → window pixel coordinate → normalised [-1, 1] (align_corners=False)
-    js = (torch.arange(xa, xb, dtype=torch.float32) + 0.5 - crop.x0) * k
-    is_ = (torch.arange(ya, yb, dtype=torch.float32) + 0.5 - crop.y0) * k
-    gx = js / r * 2.0 - 1.0
-    gy = is_ / r * 2.0 - 1.0
+    # frame pixel centre (j + 0.5) → window pixel coordinate → image pixel → normalised [-1, 1]
+    # (align_corners=False)
+    js = (torch.arange(xa, xb, dtype=torch.float64) + 0.5 - crop.x0) * k - ox
+    is_ = (torch.arange(ya, yb, dtype=torch.float64) + 0.5 - crop.y0) * k - oy
+    gx = (js / img.shape[-1] * 2.0 - 1.0).float()
+    gy = (is_ / img.shape[-2] * 2.0 - 1.0).float()
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
     out = F.grid_sample(img[None].float(), grid.to(img.device), mode="bilinear", padding_mode="border",
                         align_corners=False)[0]
@@ -236,19 +267,3 @@ def region_intrinsics(K: np.ndarray, ox: int, oy: int) -> np.ndarray:
     Kr[0, 2] -= ox
     Kr[1, 2] -= oy
     return Kr
-
-
-def into_window(out: dict, ox: int, oy: int, res: int) -> dict:
-    """A region's network outputs (``rgb_fg``, ``mask``, ``input``; ``(B, C, h, w)``) placed in
-    ``res`` × ``res`` windows: foreground 0 and mask 0 outside the region (where the gate is 0
-    too), the input preview at its background value 1."""
-    full = dict(out)
-    for key, fill in (("rgb_fg", 0.0), ("mask", 0.0), ("input", 1.0)):
-        v = out.get(key)
-        if not torch.is_tensor(v) or v.ndim != 4:
-            continue
-        B, C, h, w = v.shape
-        canvas = torch.full((B, C, res, res), fill, dtype=v.dtype, device=v.device)
-        canvas[:, :, oy:oy + h, ox:ox + w] = v
-        full[key] = canvas
-    return full

@@ -164,15 +164,31 @@ def test_body_regions_hold_the_body_on_the_downsampling_grid():
         assert ox % 16 == 0 and oy % 16 == 0
         assert ox <= ext[0] and ext[2] <= ox + wd and oy <= ext[1] and ext[3] <= oy + h
         assert ox + wd <= w.res and oy + h <= w.res
-    out = {"rgb_fg": torch.rand(1, 3, h, wd), "mask": torch.rand(1, 1, h, wd), "input": torch.rand(1, 4, h, wd)}
-    ox, oy = C.place_region(e, h, wd, w.res)
-    full = C.into_window(out, ox, oy, w.res)
-    assert full["rgb_fg"].shape == (1, 3, w.res, w.res)
-    assert torch.equal(full["mask"][..., oy:oy + h, ox:ox + wd], out["mask"])
-    outside = torch.ones(w.res, w.res, dtype=torch.bool)
-    outside[oy:oy + h, ox:ox + wd] = False
-    assert float(full["mask"][0, 0][outside].abs().max()) == 0.0 and float(full["rgb_fg"][0, :, outside].abs().max()) == 0.0
-    assert bool((full["input"][0, :, outside] == 1.0).all())
+
+
+@pytest.mark.parametrize("where", ["inside", "corner"])
+def test_a_region_pastes_and_feathers_as_the_whole_window_holding_it(where):
+    """The engine keeps a body's network output at its region's size: pasting the region (the
+    window outside it at ``fill``) and feathering it at its offset give the frame that the whole
+    window, built around it, gives; also where the region meets the window's border."""
+    win = C.Crop(x0=50.3, y0=40.7, side=400.0, res=128)  # inside the frame, coarser than it
+    r = win.res
+    h, wd = 64, 48
+    ox, oy = (32, 16) if where == "inside" else (r - wd, 0)
+    fill = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    g = torch.Generator().manual_seed(0)
+    region = torch.rand(7, h, wd, generator=g)
+    region[3:4] = C.feather(region[None, 3:4], res=r, offset=(ox, oy))[0]
+    whole = torch.tensor(fill).view(7, 1, 1).repeat(1, r, r)
+    whole[:, oy:oy + h, ox:ox + wd] = torch.rand(7, h, wd, generator=torch.Generator().manual_seed(0))
+    whole[3:4] = C.feather(whole[None, 3:4])[0]
+    rect = (ox, oy, ox + wd, oy + h)
+    a, vis_a = C.paste(region, win, 600, 600, rect=rect, fill=fill)
+    b, vis_b = C.paste(whole, win, 600, 600, rect=rect)
+    assert vis_a == vis_b and a.shape == b.shape and a.shape[0] > h
+    assert float(np.abs(a - b).max()) < 1e-5
+    with pytest.raises(ValueError):
+        C.paste(region[:, :-1], win, 600, 600, rect=rect)
 
 
 def test_back_face_culling_is_used_only_on_closed_meshes_and_changes_nothing():
