@@ -41,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           perceptual=args.perceptual, body_dir=args.body_dir,
                           avatar=json.loads(args.avatar_json) if args.avatar_json else {},
                           patch=args.patch, precision=args.precision, init=args.init, w_haze=args.haze_weight,
-                          w_mask=args.mask_weight,
+                          w_mask=args.mask_weight, w_pixel_vp=args.pixel_weight,
                           scale_range=list(args.scale_range) if args.scale_range else None,
                           threads=args.threads, stage1_fraction=args.stage1_fraction,
                           time_limit_s=args.time_limit, fit_identity=args.fit_identity,
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-weight", type=float_in(0.0, 1e4, "--mask-weight"), default=1.0,
                    help="weight of the mask BCE (ANR eq. 4; also SMPLpix's and HVS's alpha): raise it when "
                         "the predicted alpha has holes inside the body")
+    p.add_argument("--pixel-weight", type=float_in(0.0, 1e4, "--pixel-weight"), default=0.0,
+                   help="SMPLpix: weight of an image L1 term beside the VGG loss of eq. 6 (0 = the paper's "
+                        "loss); keeps the colours where the perceptual terms let them drift")
     p.add_argument("--stage1-fraction", type=float, default=0.5,
                    help="SMPLpix: share of the steps before the adversarial stage (eq. 7)")
     p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")

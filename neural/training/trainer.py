@@ -126,6 +126,10 @@ class TrainConfig:
     """Perceptual (VGG) loss weight for SMPLpix/ANR."""
     w_mask: float = 1.0
     """Mask BCE weight (ANR eq. 4)."""
+    w_pixel_vp: float = 0.0
+    """SMPLpix: weight of an image L1 term beside eq. 6 (whose only pixel term is the 1/32-weighted
+    image level of the VGG pyramid, which lets colours drift where the perceptual terms cannot
+    tell them apart); 0 = the paper's loss."""
     w_tv_texture: float = 0.01
     """TV weight on the neural texture (ANR)."""
     w_tv_image: float = 0.001
@@ -645,6 +649,8 @@ class _Trainer:
                 comps["haze"] = cfg.w_haze * (out["mask"].float() * outside).sum() / outside.sum().clamp_min(1.0)
         if self.mode == VERTEX_PROJECTION:
             comps["vgg"] = self.perc(rgb, gt)  # eq. 6 (includes the 1/32-weighted image L1)
+            if cfg.w_pixel_vp > 0:
+                comps["pixel"] = cfg.w_pixel_vp * l1(rgb, gt)
         elif self.mode == NEURAL_TEXTURE:
             w = out["mask"].detach()
             comps["pixel"] = cfg.w_pixel * l1(out["rgb_fg"], gt, w)  # eq. 3, I-hat term
@@ -1090,6 +1096,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "patch": cfg.patch, "scale_range": list(scale_range) if augment else None,
                     "precision": cfg.precision, "haze_weight": cfg.w_haze,
                     "mask_weight": cfg.w_mask, "init": init_info,
+                    **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
                     **({"color_augment": cfg.color_augment} if cfg.color_augment != "none" else {}),
                     "machine": _machine(device), "wall_s": round(time.time() - t0, 1),
                     "steps_planned": cfg.steps, "time_limited": time_limited,

@@ -121,6 +121,21 @@ def test_mask_weight_scales_the_mask_loss_and_is_recorded(tmp_path, data, body):
         assert json.loads((out / "avatar.json").read_text())["training"]["mask_weight"] == w
     assert firsts[10.0]["mask"] == pytest.approx(10.0 * firsts[1.0]["mask"], rel=1e-3)
     assert firsts[10.0]["vgg"] == pytest.approx(firsts[1.0]["vgg"], rel=1e-3)
+    assert "pixel" not in firsts[1.0]  # SMPLpix eq. 6 alone by default
+
+
+def test_smplpix_pixel_weight_adds_an_image_l1_term(tmp_path, data, body):
+    """``w_pixel_vp`` (``train --pixel-weight``) adds ``w · L1(composited image, target)`` to
+    SMPLpix's eq. 6, and the bundle records it."""
+    out = tmp_path / "px"
+    train(_cfg(data, out, "VERTEX_PROJECTION", steps=1, use_gan=False, w_pixel_vp=5.0), body_model=body)
+    first = _records(out)[0]
+    ref = tmp_path / "ref"
+    train(_cfg(data, ref, "VERTEX_PROJECTION", steps=1, use_gan=False, w_pixel_vp=1.0), body_model=body)
+    assert first["pixel"] > 0 and first["pixel"] == pytest.approx(5.0 * _records(ref)[0]["pixel"], rel=1e-3)
+    assert first["loss"] == pytest.approx(sum(v for k, v in first.items() if k in ("mask", "haze", "vgg", "pixel")),
+                                          rel=1e-4)
+    assert json.loads((out / "avatar.json").read_text())["training"]["pixel_weight"] == 5.0
 
 
 def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, body):
