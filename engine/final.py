@@ -245,7 +245,8 @@ def render_frame(engine, depsgraph) -> None:
         from ..neural.composite import composite_layers
 
         x0, y0, w, h = cam.border
-        comp = composite_layers(layers, bg, scene.render.film_transparent, (h, w))
+        comp = composite_layers(layers, bg, scene.render.film_transparent, (h, w),
+                                with_input="Neural Input" in want)
         extra = {}
         if "Neural Input" in want:
             extra["Neural Input"] = comp["input"]

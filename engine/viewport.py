@@ -111,7 +111,8 @@ def _worker(st: _ViewState) -> None:
         try:
             layers = run_bodies(job["bodies"], job["cam"], job["mode"], job["device"], job["precision"],
                                 abspath=job["abspath"])
-            comp = composite_layers(layers, job["bg"], False, (job["cam"].height, job["cam"].width))
+            comp = composite_layers(layers, job["bg"], False, (job["cam"].height, job["cam"].width),
+                                    with_input=False)
             # Scene-linear, like the F12 result: Blender applies the scene's view transform
             # (Standard, AgX, ...) to what view_draw draws (seen in Blender 4.3: pre-encoded sRGB
             # came out encoded twice).

@@ -21,7 +21,7 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
 
 
 def composite_layers(layers: list[dict], background_linear: np.ndarray, transparent: bool,
-                     size: tuple[int, int]) -> dict:
+                     size: tuple[int, int], with_input: bool = True) -> dict:
     """Composite per-body layers back to front.
 
     ``layers``: dicts with ``rgb`` (H,W,3) sRGB foreground (not yet composited), ``mask``
@@ -33,14 +33,15 @@ def composite_layers(layers: list[dict], background_linear: np.ndarray, transpar
     A layer may name ``crop = (x0, y0, x1, y1)``, the frame pixels outside which its mask is 0
     (the engine's body windows): only those pixels are composited, so the cost follows the
     bodies' pixels, not the frame's. Its arrays are then either the whole frame or only the crop,
-    ``(y1 - y0, x1 - x0, ...)``.
+    ``(y1 - y0, x1 - x0, ...)``. ``with_input=False`` skips the preview (``input`` is then None):
+    a full-frame array nobody asked for when the Neural Input pass is off.
     """
     H, W = size
     rgba = np.zeros((H, W, 4), np.float32)
     if not transparent:  # "over" an opaque background: start from it (the same as adding B·(1 − A) last)
         rgba[..., :3] = np.asarray(background_linear, np.float32).reshape(1, 1, 3)
     color, alpha = rgba[..., :3], np.zeros((H, W), np.float32)
-    preview = np.ones((H, W, 3), np.float32)
+    preview = np.ones((H, W, 3), np.float32) if with_input else None
     for layer in sorted(layers, key=lambda d: -float(d["depth"])):
         cx, cy, cx1, cy1 = (int(v) for v in (layer.get("crop") or (0, 0, W, H)))
         xa, ya, xb, yb = max(0, cx), max(0, cy), min(W, cx1), min(H, cy1)
@@ -58,7 +59,7 @@ def composite_layers(layers: list[dict], background_linear: np.ndarray, transpar
         fg = srgb_to_linear(layer["rgb"][src])
         color[win] = fg * m[..., None] + color[win] * (1.0 - m[..., None])
         alpha[win] = m + alpha[win] * (1.0 - m)
-        if layer.get("input") is not None:
+        if with_input and layer.get("input") is not None:
             cov = (layer.get("coverage", layer["mask"])[src] > 0.5)[..., None]
             preview[win] = np.where(cov, layer["input"][src], preview[win])
     rgba[..., 3] = alpha if transparent else 1.0

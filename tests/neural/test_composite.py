@@ -34,6 +34,8 @@ def test_crop_sized_layers_composite_as_whole_frame_ones(transparent):
     assert np.all(res[1]["mask"][:, :5] == 0.0) and np.all(res[1]["input"][:, :5] == 1.0)
     if not transparent:
         assert np.allclose(res[1]["rgba"][0, 0, :3], bg)
+    lean = composite_layers(layers, bg, transparent, (H, W), with_input=False)
+    assert lean["input"] is None and np.array_equal(lean["rgba"], res[1]["rgba"])
     bad = _layer(np.random.default_rng(0), H, W, crops[0], 1.0, True)
     bad["mask"] = bad["mask"][1:]
     with pytest.raises(ValueError):
