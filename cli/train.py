@@ -37,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = TrainConfig(data=args.data, mode=args.mode, out=args.out, steps=args.steps, res=args.res,
                           batch=args.batch, lr=args.lr, seed=args.seed, log_every=args.log_every,
                           val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
-                          resume=args.resume, use_gan=False if args.no_gan else None,
+                          resume=args.resume, use_gan=False if args.no_gan else (True if args.gan else None),
                           perceptual=args.perceptual, body_dir=args.body_dir,
                           avatar=json.loads(args.avatar_json) if args.avatar_json else {},
                           patch=args.patch, precision=args.precision, init=args.init, w_haze=args.haze_weight,
@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
-    p.add_argument("--no-gan", action="store_true", help="disable the adversarial loss")
+    gan = p.add_mutually_exclusive_group()
+    gan.add_argument("--no-gan", action="store_true", help="disable the adversarial loss")
+    gan.add_argument("--gan", action="store_true",
+                     help="enable the adversarial loss where the mode's default has none: HVS's adversarial "
+                          "fine-tuning (eq. 18, lambda_A = 1 in eq. 21), started from a trained bundle (--init)")
     p.add_argument("--perceptual", default="auto", choices=("auto", "vgg", "l1_msssim"))
     p.add_argument("--avatar-json", default=None, help="JSON object of AvatarConfig overrides")
     p.add_argument("--body-dir", default=None, help="folder with SMPL-family model files (non-default bodies)")

@@ -138,6 +138,26 @@ def test_smplpix_pixel_weight_adds_an_image_l1_term(tmp_path, data, body):
     assert json.loads((out / "avatar.json").read_text())["training"]["pixel_weight"] == 5.0
 
 
+def test_hvs_adversarial_fine_tuning_is_opt_in(tmp_path, data, body):
+    """HVS trains without a discriminator by default; ``use_gan=True`` (``train --gan``) adds
+    eq. 18's adversarial term and feature matching from the first step, the bundle says so, and
+    the CLI maps the flag (and refuses it beside ``--no-gan``)."""
+    from neural_avatar.cli.train import build_parser
+
+    plain, adv = tmp_path / "plain", tmp_path / "adv"
+    train(_cfg(data, plain, "GAUSSIAN_BONES", steps=2), body_model=body)
+    train(_cfg(data, adv, "GAUSSIAN_BONES", steps=2, use_gan=True), body_model=body)
+    assert "adv" not in _records(plain)[0] and json.loads((plain / "avatar.json").read_text())["training"]["gan"] is False
+    rec = _records(adv)[0]
+    assert rec["adv"] > 0 and "fm" in rec and "disc" in rec["lr"]
+    assert json.loads((adv / "avatar.json").read_text())["training"]["gan"] is True
+    p = build_parser()
+    base = ["--data", "d", "--mode", "GAUSSIAN_BONES", "--out", "o"]
+    assert p.parse_args(base + ["--gan"]).gan and not p.parse_args(base).gan
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--gan", "--no-gan"])
+
+
 def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, body):
     mode = "NEURAL_TEXTURE"  # jitter, augmentation, split optimisation and GAN all use RNG
     a = tmp_path / "a"
