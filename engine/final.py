@@ -119,7 +119,8 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # projected box grown by the gate's reach): about half the window for a standing body.
         rh, rw = r, r
         if USE_REGIONS and avatar.config.mode in crop_lib.REGION_MODES:
-            ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r) for j in grp]
+            ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r, mode=avatar.config.mode)
+                   for j in grp]
             rh, rw = crop_lib.region_size(ext, r)
             for j, e in zip(grp, ext):
                 ox, oy = crop_lib.place_region(e, rh, rw, r)

@@ -215,19 +215,28 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
 #: receptive field to see background around the body
 REGION_MARGIN = 2.0 * GATE_DILATE + 0.03
 REGION_MIN_MARGIN_PX = 32  # the networks' receptive field is in pixels: small windows keep this much
-REGION_MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE")
-"""Fully convolutional networks that can run on a body's region of its window (the style UNet
-and AniPixel's rays keep the whole window)."""
+#: per mode where the network sees farther: the style UNet's modulated bottleneck sits at 1/8 of
+#: the side, and with 32 px a 128-px window's region changed its frame by 40 dB PSNR. With 48 px
+#: windows up to ~256 px stay whole (the shipped 128² HVS avatar's always do); at 384 / 512 px
+#: the region is 77 / 79 dB from the whole window (tests/neural/test_crop.py)
+REGION_MIN_MARGIN_BY_MODE = {"GAUSSIAN_BONES": 48}
+REGION_MODES = ("VERTEX_PROJECTION", "NEURAL_TEXTURE", "GAUSSIAN_BONES")
+"""Fully convolutional networks that can run on a body's region of its window: the SMPLpix UNet,
+ANR's R1/R2 and HVS's style UNet (its style vector is global, its convolutions local; the
+Gaussian feature image is evaluated at the region's pixels). AniPixel's rays keep the whole
+window."""
 
 
 def body_extent(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, res: int,
-                margin: Optional[float] = None):
+                margin: Optional[float] = None, mode: Optional[str] = None):
     """``(x0, y0, x1, y1)`` in window pixels: the box of the body's projected vertices grown by
-    ``margin`` of the side (at least ``REGION_MIN_MARGIN_PX``) and clipped to the window."""
+    ``margin`` of the side (at least ``REGION_MIN_MARGIN_PX``, or the ``mode``'s own minimum) and
+    clipped to the window."""
     uv = _project_front(verts, K, R, t)
     if not len(uv):
         return (0, 0, res, res)
-    m = max((REGION_MARGIN if margin is None else margin) * res, REGION_MIN_MARGIN_PX)
+    m = max((REGION_MARGIN if margin is None else margin) * res,
+            REGION_MIN_MARGIN_BY_MODE.get(mode, REGION_MIN_MARGIN_PX))
     x0, y0 = np.floor(uv.min(0) - m)
     x1, y1 = np.ceil(uv.max(0) + m)
     return (int(max(0, x0)), int(max(0, y0)), int(min(res, x1)), int(min(res, y1)))

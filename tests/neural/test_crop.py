@@ -2,6 +2,8 @@
 window, the network size capped at the training resolution (close-ups) and following the body's
 own size below it (far bodies), nothing for bodies behind the camera or off-screen, the window's
 intrinsics consistent with the frame's, and pasting that resamples only the visible part."""
+import os
+
 import pytest
 import numpy as np
 import torch
@@ -166,6 +168,23 @@ def test_body_regions_hold_the_body_on_the_downsampling_grid():
         assert ox + wd <= w.res and oy + h <= w.res
 
 
+def test_the_style_unet_keeps_a_wider_minimum_margin():
+    """A small window's region keeps at least REGION_MIN_MARGIN_PX of background around the body;
+    HVS's style UNet (bottleneck at 1/8 of the side) keeps its own, wider minimum."""
+    v = _body()
+    K, R, t = _cam(2.5)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=160)
+    Kc = C.crop_intrinsics(K, w)
+    uv = C._project_front(v, Kc, R, t)
+    for mode, px in (("VERTEX_PROJECTION", C.REGION_MIN_MARGIN_PX),
+                     ("GAUSSIAN_BONES", C.REGION_MIN_MARGIN_BY_MODE["GAUSSIAN_BONES"])):
+        e = C.body_extent(v, Kc, R, t, w.res, mode=mode)
+        assert px > C.REGION_MARGIN * w.res  # the minimum is what counts at this size
+        assert e[0] == max(0, int(np.floor(uv[:, 0].min() - px)))
+        assert e[2] == min(w.res, int(np.ceil(uv[:, 0].max() + px)))
+    assert C.REGION_MIN_MARGIN_BY_MODE["GAUSSIAN_BONES"] > C.REGION_MIN_MARGIN_PX
+
+
 @pytest.mark.parametrize("where", ["inside", "corner"])
 def test_a_region_pastes_and_feathers_as_the_whole_window_holding_it(where):
     """The engine keeps a body's network output at its region's size: pasting the region (the
@@ -206,3 +225,38 @@ def test_back_face_culling_is_used_only_on_closed_meshes_and_changes_nothing():
     a = rasterize(*args)
     b = rasterize(*args, cull_backfaces=True)
     assert torch.equal(a.face_id, b.face_id) and int((a.face_id >= 0).sum()) > 1000
+
+
+_SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "avatars")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(_SHIPPED, "gaussian_bones.safetensors")),
+                    reason="shipped avatars not present")
+@pytest.mark.parametrize("res", [384, 512])
+def test_the_style_unet_on_a_region_paints_what_the_whole_window_paints(res):
+    """HVS runs on the body's region like SMPLpix and ANR: the shipped style UNet evaluated on
+    the region (its Gaussian feature image computed at the region's pixels) gives the
+    premultiplied colour of the whole window's render there to ≥ 50 dB PSNR, on a smaller
+    network image."""
+    from neural_avatar.neural.avatar import FrameInputs
+    from neural_avatar.neural.bundle import load_bundle
+    from neural_avatar.neural.evaluation.bench_core import default_or_procedural, make_frame
+
+    av = load_bundle(os.path.join(_SHIPPED, "gaussian_bones"), expected_mode="GAUSSIAN_BONES")
+    fr = make_frame(default_or_procedural(6890), res)
+    fr.K[0, 0, 0] *= 0.7  # the body about as large in its window as the capture protocol frames it
+    fr.K[0, 1, 1] *= 0.7
+    K, R, t, v = fr.K[0].numpy(), fr.R[0].numpy(), fr.t[0].numpy(), fr.verts[0].numpy()
+    e = C.body_extent(v, K, R, t, res, mode="GAUSSIAN_BONES")
+    rh, rw = C.region_size([e], res)
+    ox, oy = C.place_region(e, rh, rw, res)
+    assert rh * rw < res * res
+    region = FrameInputs(verts=fr.verts, joints=fr.joints, R=fr.R, t=fr.t, size=(rh, rw),
+                         K=torch.as_tensor(C.region_intrinsics(K, ox, oy), dtype=torch.float32)[None])
+    with torch.no_grad():
+        whole, part = av.render(fr, precision="fp32"), av.render(region, precision="fp32")
+    a = (whole["rgb_fg"] * whole["mask"])[..., oy:oy + rh, ox:ox + rw]
+    b = part["rgb_fg"] * part["mask"]
+    psnr = float(10 * torch.log10(1.0 / ((a - b) ** 2).mean().clamp_min(1e-12)))
+    print("HVS region", (rh, rw), "of", res, "PSNR", psnr)
+    assert psnr >= 50.0, psnr
