@@ -227,22 +227,21 @@ def test_back_face_culling_is_used_only_on_closed_meshes_and_changes_nothing():
     assert torch.equal(a.face_id, b.face_id) and int((a.face_id >= 0).sum()) > 1000
 
 
-_SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "avatars")
-
-
-@pytest.mark.skipif(not os.path.isfile(os.path.join(_SHIPPED, "gaussian_bones.safetensors")),
-                    reason="shipped avatars not present")
 @pytest.mark.parametrize("res", [384, 512])
 def test_the_style_unet_on_a_region_paints_what_the_whole_window_paints(res):
     """HVS runs on the body's region like SMPLpix and ANR: the shipped style UNet evaluated on
     the region (its Gaussian feature image computed at the region's pixels) gives the
     premultiplied colour of the whole window's render there to ≥ 50 dB PSNR, on a smaller
     network image."""
+    from neural_avatar.engine.avatars import default_avatar_path
     from neural_avatar.neural.avatar import FrameInputs
     from neural_avatar.neural.bundle import load_bundle
     from neural_avatar.neural.evaluation.bench_core import default_or_procedural, make_frame
 
-    av = load_bundle(os.path.join(_SHIPPED, "gaussian_bones"), expected_mode="GAUSSIAN_BONES")
+    path = default_avatar_path("GAUSSIAN_BONES")
+    if not os.path.isfile(path):
+        pytest.skip("shipped avatars not present")
+    av = load_bundle(path, expected_mode="GAUSSIAN_BONES")
     fr = make_frame(default_or_procedural(6890), res)
     fr.K[0, 0, 0] *= 0.7  # the body about as large in its window as the capture protocol frames it
     fr.K[0, 1, 1] *= 0.7
