@@ -186,7 +186,8 @@ class PixelAlignedAvatar(Avatar):
                     u = u_mid[None].expand(len(ci), S)
                 z = near[ci, None] + (far[ci] - near[ci])[:, None] * u
                 x = o + d[ci, None] * z[..., None]  # (R,S,3)
-                dist, nn_i = skinning.nearest(x.reshape(1, -1, 3), vs)  # eq. 1's nearest surface, once
+                # eq. 1's nearest surface, once; only distances below near_body matter (farther is background)
+                dist, nn_i = skinning.nearest(x.reshape(1, -1, 3), vs, radius=p.near_body)
                 valid = dist[0] < p.near_body
                 vi = torch.nonzero(valid)[:, 0]
                 sigma = torch.zeros(x.shape[0] * S, device=self.device)

@@ -265,7 +265,10 @@ def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torc
         per_geo.append(fields.geo_view(torch.cat([f[..., :half], rel], -1)))
         per_col.append((f, c))
     G = torch.stack(per_geo, 2)  # (B,P,V,h)
-    f_geo = fields.geo_out(torch.cat([G.mean(2), G.var(2, unbiased=False)], -1))
+    G_mean = G.mean(2)
+    # the views' variance, written out: Tensor.var over this middle dimension is ~8x slower on CPU
+    G_var = ((G - G_mean[:, :, None]) ** 2).mean(2)
+    f_geo = fields.geo_out(torch.cat([G_mean, G_var], -1))
     # eq. 4: neutral body SDF + subject residual, and its normal (sec. 3.2)
     beta = torch.log(body["scale_t"]).neg()[:, None].expand(B, P, -1)
     cond = torch.cat([beta, lid, f_geo], -1)
