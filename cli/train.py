@@ -48,7 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           frames_limit=args.frames_limit, color_permute=args.color_permute,
                           color_augment=args.color_augment,
                           **({"split_optimization": False} if args.fit_identity else {}),
-                          **({"val_frames": args.val_frames} if args.val_frames else {}))
+                          **({"val_frames": args.val_frames} if args.val_frames else {}),
+                          **vgg_weight_field(args.mode, args.vgg_weight))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:
         emit({"event": "error", "message": str(e)})
@@ -60,6 +61,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         emit({"event": "error", "message": f"Training failed: {type(e).__name__}: {e}"})
         return 2
     return 0 if res["status"] == "finished" else 1
+
+
+def vgg_weight_field(mode: str, weight: Optional[float]) -> dict:
+    """The TrainConfig field ``--vgg-weight`` sets for ``mode`` (each mode's perceptual weight
+    has its own default); ``{}`` when not given."""
+    if weight is None:
+        return {}
+    field = {"GAUSSIAN_BONES": "w_vgg_hvs", "PIXEL_ALIGNED": "w_pixel_vgg"}.get(mode, "w_vgg")
+    return {field: float(weight)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-weight", type=float_in(0.0, 1e4, "--pixel-weight"), default=0.0,
                    help="SMPLpix: weight of an image L1 term beside the VGG loss of eq. 6 (0 = the paper's "
                         "loss); keeps the colours where the perceptual terms let them drift")
+    p.add_argument("--vgg-weight", type=float_in(0.0, 1e4, "--vgg-weight"), default=None,
+                   help="weight of the perceptual (VGG) term: SMPLpix eq. 6 and ANR's feature loss (default 1), "
+                        "HVS's lambda_phi of eq. 21 (default 10; VGG at 10 turned a 512² HVS run blue, where "
+                        "the L1 term is ten times smaller), AniPixel's eq. 8 (default 0.1)")
     p.add_argument("--stage1-fraction", type=float, default=0.5,
                    help="SMPLpix: share of the steps before the adversarial stage (eq. 7)")
     p.add_argument("--threads", type=int_in(0, 1024, "--threads"), default=0, help="torch CPU threads (0 = default)")

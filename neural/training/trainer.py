@@ -123,7 +123,7 @@ class TrainConfig:
     w_pixel: float = 1.0
     """ANR eq. 3 pixel-loss weight (HVS uses 10 via w_pixel_hvs)."""
     w_vgg: float = 1.0
-    """Perceptual (VGG) loss weight for SMPLpix/ANR."""
+    """Perceptual (VGG) loss weight for SMPLpix (eq. 6) and ANR (eq. 5); ``train --vgg-weight``."""
     w_mask: float = 1.0
     """Mask BCE weight (ANR eq. 4)."""
     w_pixel_vp: float = 0.0
@@ -648,7 +648,7 @@ class _Trainer:
                 outside = outside_silhouette(tgt.mask, radius=self.haze_radius)
                 comps["haze"] = cfg.w_haze * (out["mask"].float() * outside).sum() / outside.sum().clamp_min(1.0)
         if self.mode == VERTEX_PROJECTION:
-            comps["vgg"] = self.perc(rgb, gt)  # eq. 6 (includes the 1/32-weighted image L1)
+            comps["vgg"] = cfg.w_vgg * self.perc(rgb, gt)  # eq. 6 (includes the 1/32-weighted image L1)
             if cfg.w_pixel_vp > 0:
                 comps["pixel"] = cfg.w_pixel_vp * l1(rgb, gt)
         elif self.mode == NEURAL_TEXTURE:
@@ -1097,6 +1097,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "precision": cfg.precision, "haze_weight": cfg.w_haze,
                     "mask_weight": cfg.w_mask, "init": init_info,
                     **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
+                    "vgg_weight": {GAUSSIAN_BONES: cfg.w_vgg_hvs, PIXEL_ALIGNED: cfg.w_pixel_vgg}.get(cfg.mode, cfg.w_vgg),
                     **({"color_augment": cfg.color_augment} if cfg.color_augment != "none" else {}),
                     "machine": _machine(device), "wall_s": round(time.time() - t0, 1),
                     "steps_planned": cfg.steps, "time_limited": time_limited,

@@ -158,6 +158,25 @@ def test_hvs_adversarial_fine_tuning_is_opt_in(tmp_path, data, body):
         p.parse_args(base + ["--gan", "--no-gan"])
 
 
+def test_vgg_weight_scales_each_modes_perceptual_term(tmp_path, data, body):
+    """``train --vgg-weight`` sets the perceptual weight of the mode it trains (HVS's lambda_phi,
+    SMPLpix's / ANR's VGG term): the first step's recorded ``vgg`` term scales with it (same seed,
+    same batch), and the bundle records the weight."""
+    from neural_avatar.cli.train import build_parser, vgg_weight_field
+
+    for mode, field, default in (("GAUSSIAN_BONES", "w_vgg_hvs", 10.0), ("VERTEX_PROJECTION", "w_vgg", 1.0)):
+        a, b = tmp_path / f"{mode}_a", tmp_path / f"{mode}_b"
+        train(_cfg(data, a, mode, steps=1, perceptual="vgg"), body_model=body)
+        train(_cfg(data, b, mode, steps=1, perceptual="vgg", **{field: default / 4}), body_model=body)
+        va, vb = _records(a)[0]["vgg"], _records(b)[0]["vgg"]
+        assert va > 0 and vb == pytest.approx(va / 4, rel=1e-4)
+        assert json.loads((b / "avatar.json").read_text())["training"]["vgg_weight"] == default / 4
+        assert vgg_weight_field(mode, 2.5) == {field: 2.5}
+    args = build_parser().parse_args(["--data", "d", "--mode", "GAUSSIAN_BONES", "--out", "o", "--vgg-weight", "1"])
+    assert vgg_weight_field(args.mode, args.vgg_weight) == {"w_vgg_hvs": 1.0}
+    assert vgg_weight_field("NEURAL_TEXTURE", None) == {}
+
+
 def test_resume_continues_exactly_and_cancel_leaves_checkpoint(tmp_path, data, body):
     mode = "NEURAL_TEXTURE"  # jitter, augmentation, split optimisation and GAN all use RNG
     a = tmp_path / "a"
