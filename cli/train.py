@@ -11,7 +11,7 @@ import argparse
 
 from ..common.guards import float_in, int_in
 from ..neural.config import MODES
-from ..neural.training.trainer import TrainConfig, train
+from ..neural.training.trainer import TrainConfig, train, vgg_weight_field_name
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -66,10 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def vgg_weight_field(mode: str, weight: Optional[float]) -> dict:
     """The TrainConfig field ``--vgg-weight`` sets for ``mode`` (each mode's perceptual weight
     has its own default); ``{}`` when not given."""
-    if weight is None:
-        return {}
-    field = {"GAUSSIAN_BONES": "w_vgg_hvs", "PIXEL_ALIGNED": "w_pixel_vgg"}.get(mode, "w_vgg")
-    return {field: float(weight)}
+    return {} if weight is None else {vgg_weight_field_name(mode): float(weight)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,14 @@ __all__ = ["TrainConfig", "train", "main", "load_checkpoint", "CKPT_FORMAT"]
 
 CKPT_FORMAT = "neural_avatar.train_ckpt/1"
 
+#: the TrainConfig field holding each mode's perceptual (VGG) weight (``train --vgg-weight``)
+VGG_WEIGHT_FIELD = {GAUSSIAN_BONES: "w_vgg_hvs", PIXEL_ALIGNED: "w_pixel_vgg"}
+
+
+def vgg_weight_field_name(mode: str) -> str:
+    """The :class:`TrainConfig` field of ``mode``'s perceptual weight (SMPLpix / ANR: ``w_vgg``)."""
+    return VGG_WEIGHT_FIELD.get(mode, "w_vgg")
+
 
 @dataclass
 class TrainConfig:
@@ -1097,7 +1105,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "precision": cfg.precision, "haze_weight": cfg.w_haze,
                     "mask_weight": cfg.w_mask, "init": init_info,
                     **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
-                    "vgg_weight": {GAUSSIAN_BONES: cfg.w_vgg_hvs, PIXEL_ALIGNED: cfg.w_pixel_vgg}.get(cfg.mode, cfg.w_vgg),
+                    "vgg_weight": getattr(cfg, vgg_weight_field_name(cfg.mode)),
                     **({"color_augment": cfg.color_augment} if cfg.color_augment != "none" else {}),
                     "machine": _machine(device), "wall_s": round(time.time() - t0, 1),
                     "steps_planned": cfg.steps, "time_limited": time_limited,
