@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         cfg = TrainConfig(data=args.data, mode=args.mode, out=args.out, steps=args.steps, res=args.res,
-                          batch=args.batch, lr=args.lr, seed=args.seed, log_every=args.log_every,
+                          batch=args.batch, lr=args.lr, lr_identity=args.lr_identity, seed=args.seed, log_every=args.log_every,
                           val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
                           resume=args.resume, use_gan=False if args.no_gan else (True if args.gan else None),
                           perceptual=args.perceptual, body_dir=args.body_dir,
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", type=int_in(8, 16384, "--res"), default=None, help="training resolution (longer side)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-identity", type=float, default=None,
+                   help="learning rate of the per-identity parameters (ANR's texture: 1e-3; SMPLpix's "
+                        "descriptors; HVS's appearance): default the mode's own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--val-every", type=int, default=200)

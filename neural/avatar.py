@@ -281,7 +281,8 @@ class VertexProjectionAvatar(Avatar):
 
     Per-identity: ``identity.vertex_colors (V,3)`` in [0, 1] (a parameter: training may fit
     it by gradient through the projection, or set it from data; it is clamped to [0, 1] when
-    used). The depth channel is normalised per frame by the body's bounding sphere seen from
+    used), and with ``unet.descriptors = D > 0`` learnt ``identity.vertex_descriptors (V,D)``
+    splatted like the colours (input channels: RGB, depth, then the D descriptors). The depth channel is normalised per frame by the body's bounding sphere seen from
     the camera: with c the centre of the body's world-space axis-aligned bounding box, s half
     its diagonal and z_c the camera-space depth of c, ``depth_range = (z_c - s, z_c + s)``,
     so every body point maps into [0, 1] (background = 1, SMPLpix eq. 4) and the scale does
@@ -301,6 +302,12 @@ class VertexProjectionAvatar(Avatar):
         if vertex_colors.shape != (V, 3):
             raise NeuralAvatarError(f"Vertex colours must be ({V}, 3), got {tuple(vertex_colors.shape)}.")
         self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
+        D = config.unet.descriptors
+        if D:
+            # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors): small and
+            # the same for every identity (fixed seed), so the input starts close to RGB-D
+            g = torch.Generator().manual_seed(0)
+            self.identity.vertex_descriptors = nn.Parameter((torch.rand(V, D, generator=g) - 0.5) * 0.2)
         if config.unet.point_splat:
             # footprint splats (project.footprint_radii) need the mesh's edges; the faces travel
             # in the bundle like ANR's
@@ -349,8 +356,13 @@ class VertexProjectionAvatar(Avatar):
             if self.edges.numel() == 0:
                 self.edges = mesh_edges(self.faces)
             radii = footprint_radii(frame.verts, self.edges, frame.K, frame.R, frame.t)
+        D = self.config.unet.descriptors
+        if D:
+            colors = torch.cat([colors, self.identity.vertex_descriptors.to(colors.dtype)], -1)
         img, hit = project_vertices(frame.verts, colors, frame.K, frame.R, frame.t, frame.size,
                                     depth_range=(near, far), return_mask=True, splat_radii=radii)
+        if D:  # RGB-D first (SMPLpix's channels, whatever the descriptors), then the descriptors
+            img = torch.cat([img[:, :3], img[:, -1:], img[:, 3:-1]], 1)
         if img.shape[1] != self.input_channels:
             raise NeuralAvatarError(f"UNet expects {self.input_channels} input channels, projection gives {img.shape[1]}.")
         with torch.no_grad():  # metric depth for the Z pass: z = near + d (far - near), inf off the body

@@ -103,6 +103,7 @@ class UNetConfig(_ConfigBase):
     norm: Annotated[str, "Normalisation after each conv: 'batch' (SMPLpix), 'instance' or 'none'."] = "batch"
     up: Annotated[str, "Resize mode of the up path before its conv: 'bilinear' (SMPLpix) or 'nearest'. Never transposed convs."] = "bilinear"
     point_splat: Annotated[bool, "Densify the projected points: each vertex is a square splat sized to its pixel footprint (its longest incident edge seen from the camera), so the input stays dense at every scale. Off = one pixel per vertex (SMPLpix eq. 4; bundles made before splats)."] = False
+    descriptors: Annotated[int, "Learnt per-vertex descriptor channels projected beside the RGB-D (SMPLpix sec. 6: 'per-vertex image descriptors [...] or deep point descriptors' of Neural Point-Based Graphics, the paper's proposed cure for blurred high-frequency textures); per identity, so a new person needs fitting. in_ch = 4 + descriptors. 0 = SMPLpix's RGB-D input."] = 0
 
     def validate(self) -> None:
         for name in ("in_ch", "out_ch", "width", "depth", "max_width"):
@@ -114,6 +115,11 @@ class UNetConfig(_ConfigBase):
         _check(self.norm in NORMS, f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.up in UPSAMPLING, f"UNetConfig.up must be one of {UPSAMPLING}, got {self.up!r}")
         _check(isinstance(self.point_splat, bool), "UNetConfig.point_splat must be true or false")
+        _check(_is_int(self.descriptors) and 0 <= self.descriptors <= 64,
+               f"UNetConfig.descriptors must be an integer from 0 to 64, got {self.descriptors!r}")
+        _check(self.descriptors == 0 or self.in_ch == 4 + self.descriptors,
+               f"UNetConfig.in_ch must be 4 + descriptors = {4 + self.descriptors} (RGB-D and the "
+               f"descriptors), got {self.in_ch}")
 
 
 @dataclass

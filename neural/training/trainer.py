@@ -1103,7 +1103,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "resolution": list(ds.size), "batch": cfg.batch, "seed": cfg.seed,
                     "patch": cfg.patch, "scale_range": list(scale_range) if augment else None,
                     "precision": cfg.precision, "haze_weight": cfg.w_haze,
-                    "mask_weight": cfg.w_mask, "init": init_info,
+                    "mask_weight": cfg.w_mask, "init": init_info, "lr": trainer.lrs(),
                     **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
                     "vgg_weight": getattr(cfg, vgg_weight_field_name(cfg.mode)),
                     **({"color_augment": cfg.color_augment} if cfg.color_augment != "none" else {}),
@@ -1195,12 +1195,16 @@ def _machine(device: torch.device) -> Dict[str, Any]:
 
 def _warm_start(avatar, path: str, mode: str, skip_identity: bool = False) -> Dict[str, Any]:
     """Copy a bundle's weights into ``avatar`` where names and shapes agree (coarse-to-fine);
-    ``skip_identity``: keep the avatar's fresh identity (fitting a new person)."""
+    ``skip_identity``: keep the avatar's fresh identity (fitting a new person).
+
+    A convolution whose input channels grew (SMPLpix's first conv when descriptors are added
+    to the RGB-D input) gets the bundle's kernels on its first channels and zeros on the new
+    ones, so the warm-started network paints the same picture at step 0."""
     from ..bundle import load_bundle
 
     src = load_bundle(path, expected_mode=mode)
     own = avatar.state_dict()
-    copied, skipped = [], []
+    copied, skipped, extended = [], [], []
     with torch.no_grad():
         for k, v in src.state_dict().items():
             if skip_identity and k.startswith("identity."):
@@ -1208,11 +1212,21 @@ def _warm_start(avatar, path: str, mode: str, skip_identity: bool = False) -> Di
             if k in own and own[k].shape == v.shape and own[k].dtype == v.dtype:
                 own[k].copy_(v.to(own[k].device))
                 copied.append(k)
+            elif (k in own and own[k].dtype == v.dtype and own[k].dim() == 4 == v.dim()
+                  and own[k].shape[0] == v.shape[0] and own[k].shape[2:] == v.shape[2:]
+                  and own[k].shape[1] > v.shape[1]):
+                own[k].zero_()
+                own[k][:, :v.shape[1]].copy_(v.to(own[k].device))
+                copied.append(k)
+                extended.append(k)
             else:
                 skipped.append(k)
     if not copied:
         raise NeuralAvatarError(f"The bundle {os.path.basename(path)} shares no weights with this avatar.")
-    return {"bundle": os.path.basename(path), "tensors_copied": len(copied), "tensors_skipped": skipped[:20]}
+    info = {"bundle": os.path.basename(path), "tensors_copied": len(copied), "tensors_skipped": skipped[:20]}
+    if extended:
+        info["tensors_extended"] = extended[:20]
+    return info
 
 
 class _SubsetView:

@@ -175,3 +175,34 @@ def test_frame_inputs_to_device_dtype():
     g = dataclasses.replace(f, verts=f.verts.double()).to("cpu")
     assert g.verts.dtype == torch.float32 and g.size == (8, 8)
     assert isinstance(FrameInputs, type)
+
+
+def test_vertex_projection_descriptors_are_projected_and_learnt():
+    """``unet.descriptors = D``: the input is SMPLpix's RGB-D on its first four channels, then
+    D learnt per-vertex channels (background 1 like the rest, SMPLpix eq. 4); the descriptors
+    get gradients and are per-identity; in_ch must be 4 + D."""
+    torch.manual_seed(0)
+    body = tiny_body()
+    plain, _ = tiny_avatar("VERTEX_PROJECTION", body)
+    sub = SUBS["VERTEX_PROJECTION"]["unet"]
+    cfg = AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32,
+                               unet=dataclasses.replace(sub, descriptors=5, in_ch=9))
+    av = build_avatar(cfg, body)
+    av.identity.vertex_colors.data.copy_(plain.identity.vertex_colors.data)
+    f = frame2(body)
+    x = av.make_input(f)["input"]
+    ref = plain.make_input(f)["input"]
+    assert x.shape == (2, 9, 32, 29) and torch.equal(x[:, :4], ref)
+    hit = ref[:, 3] < 1.0  # pixels a vertex landed on
+    assert hit.any() and bool((x[:, 4:][(~hit)[:, None].expand(-1, 5, -1, -1)] == 1.0).all())
+    d = av.identity.vertex_descriptors
+    assert d.shape == (body.num_verts, 5) and any(p is d for p in av.identity_parameters())
+    # the splatted values are the descriptors themselves
+    vals = x[:, 4:].permute(0, 2, 3, 1)[hit].detach()
+    assert float((vals[:, None] - d.detach()[None]).abs().amax(-1).amin(1).max()) == 0.0
+    out = av(f)
+    ((out["rgb"] - 0.3).abs().mean() + out["mask"].mean()).backward()
+    assert d.grad is not None and float(d.grad.abs().sum()) > 0
+    with pytest.raises(NeuralAvatarError, match="4 \\+ descriptors"):
+        AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32,
+                             unet=dataclasses.replace(sub, descriptors=5)).validate()

@@ -377,3 +377,41 @@ def test_fit_identity_keeps_the_renderer_and_adds_a_person(tmp_path, data, body)
     with pytest.raises(NeuralAvatarError, match="nothing to fit"):
         train(_cfg(str(other), tmp_path / "vp", "VERTEX_PROJECTION", init=str(base / "avatar.json"),
                    fit_identity="x"), body_model=body)
+
+
+def test_smplpix_descriptors_warm_start_from_an_rgbd_bundle(tmp_path, data, body):
+    """Adding descriptors to a trained SMPLpix bundle (``--init`` with ``unet.descriptors``):
+    the first conv keeps the bundle's kernels on the RGB-D channels and zeros on the new ones,
+    so the warm-started avatar paints exactly the bundle's picture; then training moves the
+    descriptors at their own learning rate (``lr_identity``), which the record keeps."""
+    from neural_avatar.neural.avatar import build_avatar
+    from neural_avatar.neural.evaluation.bench_core import make_frame
+    from neural_avatar.neural.training.trainer import _warm_start
+
+    first = tmp_path / "a"
+    train(_cfg(data, first, "VERTEX_PROJECTION", steps=3, use_gan=False), body_model=body)
+    src = load_bundle(first / "avatar", expected_mode="VERTEX_PROJECTION")
+    d = src.config.to_dict()
+    d["unet"] = {**d["unet"], "descriptors": 4, "in_ch": 8}
+    from neural_avatar.neural.config import AvatarConfig
+
+    av = build_avatar(AvatarConfig.from_dict(d), body)
+    info = _warm_start(av, str(first / "avatar.json"), "VERTEX_PROJECTION")
+    assert info["tensors_extended"] == ["net.unet.inc.0.weight"] and not info["tensors_skipped"]
+    w = av.net.unet.inc[0].weight
+    assert torch.equal(w[:, :4], src.net.unet.inc[0].weight) and not w[:, 4:].any()
+    from types import SimpleNamespace
+
+    from neural_avatar.body import kinematics
+
+    v, j = kinematics.forward(body)
+    f = make_frame(SimpleNamespace(verts=np.asarray(v)[0] if np.ndim(v) == 3 else v,
+                                   joints=np.asarray(j)[0] if np.ndim(j) == 3 else j), 32)
+    assert torch.equal(av.render(f)["rgb"], src.render(f)["rgb"])
+    second = tmp_path / "b"
+    train(_cfg(data, second, "VERTEX_PROJECTION", steps=3, use_gan=False, init=str(first / "avatar.json"),
+               avatar={"unet": {"descriptors": 4, "in_ch": 8}}, lr_identity=1e-2), body_model=body)
+    tr = json.loads((second / "avatar.json").read_text())["training"]
+    assert tr["init"]["tensors_extended"] == ["net.unet.inc.0.weight"] and tr["lr"]["identity"] == pytest.approx(1e-2)
+    moved = load_bundle(second / "avatar", expected_mode="VERTEX_PROJECTION").identity.vertex_descriptors
+    assert float((moved.detach() - av.identity.vertex_descriptors.detach()).abs().max()) > 1e-3
