@@ -304,10 +304,12 @@ class VertexProjectionAvatar(Avatar):
         self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
         D = config.unet.descriptors
         if D:
-            # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors): small and
-            # the same for every identity (fixed seed), so the input starts close to RGB-D
+            # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors), U[-1, 1]
+            # like ANR's neural texture and the same for every identity (fixed seed). Not small:
+            # a warm start zero-extends the first conv (trainer._warm_start), and under Adam the
+            # descriptors' effect then grows with lr x their magnitude
             g = torch.Generator().manual_seed(0)
-            self.identity.vertex_descriptors = nn.Parameter((torch.rand(V, D, generator=g) - 0.5) * 0.2)
+            self.identity.vertex_descriptors = nn.Parameter(torch.rand(V, D, generator=g) * 2.0 - 1.0)
         if config.unet.point_splat:
             # footprint splats (project.footprint_radii) need the mesh's edges; the faces travel
             # in the bundle like ANR's
