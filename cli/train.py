@@ -35,7 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         cfg = TrainConfig(data=args.data, mode=args.mode, out=args.out, steps=args.steps, res=args.res,
-                          batch=args.batch, lr=args.lr, lr_identity=args.lr_identity, seed=args.seed, log_every=args.log_every,
+                          batch=args.batch, lr=args.lr, lr_identity=args.lr_identity, seed=args.seed,
+                          log_every=args.log_every,
                           val_every=args.val_every, ckpt_every=args.ckpt_every, device=args.device,
                           resume=args.resume, use_gan=False if args.no_gan else (True if args.gan else None),
                           perceptual=args.perceptual, body_dir=args.body_dir,

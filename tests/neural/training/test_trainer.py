@@ -384,7 +384,11 @@ def test_smplpix_descriptors_warm_start_from_an_rgbd_bundle(tmp_path, data, body
     the first conv keeps the bundle's kernels on the RGB-D channels and zeros on the new ones,
     so the warm-started avatar paints exactly the bundle's picture; then training moves the
     descriptors at their own learning rate (``lr_identity``), which the record keeps."""
+    from types import SimpleNamespace
+
+    from neural_avatar.body import kinematics
     from neural_avatar.neural.avatar import build_avatar
+    from neural_avatar.neural.config import AvatarConfig
     from neural_avatar.neural.evaluation.bench_core import make_frame
     from neural_avatar.neural.training.trainer import _warm_start
 
@@ -393,20 +397,13 @@ def test_smplpix_descriptors_warm_start_from_an_rgbd_bundle(tmp_path, data, body
     src = load_bundle(first / "avatar", expected_mode="VERTEX_PROJECTION")
     d = src.config.to_dict()
     d["unet"] = {**d["unet"], "descriptors": 4, "in_ch": 8}
-    from neural_avatar.neural.config import AvatarConfig
-
     av = build_avatar(AvatarConfig.from_dict(d), body)
     info = _warm_start(av, str(first / "avatar.json"), "VERTEX_PROJECTION")
     assert info["tensors_extended"] == ["net.unet.inc.0.weight"] and not info["tensors_skipped"]
     w = av.net.unet.inc[0].weight
     assert torch.equal(w[:, :4], src.net.unet.inc[0].weight) and not w[:, 4:].any()
-    from types import SimpleNamespace
-
-    from neural_avatar.body import kinematics
-
-    v, j = kinematics.forward(body)
-    f = make_frame(SimpleNamespace(verts=np.asarray(v)[0] if np.ndim(v) == 3 else v,
-                                   joints=np.asarray(j)[0] if np.ndim(j) == 3 else j), 32)
+    v, j = kinematics.forward(body)  # rest pose, (V,3) and (J,3)
+    f = make_frame(SimpleNamespace(verts=v, joints=j), 32)
     assert torch.equal(av.render(f)["rgb"], src.render(f)["rgb"])
     second = tmp_path / "b"
     train(_cfg(data, second, "VERTEX_PROJECTION", steps=3, use_gan=False, init=str(first / "avatar.json"),
