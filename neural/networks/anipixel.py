@@ -58,28 +58,35 @@ class HashGrid(nn.Module):
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32), persistent=False)
         self.table = nn.Parameter(torch.empty(levels, self.T, features).uniform_(-1e-4, 1e-4))
         self.out_dim = levels * features
-        # the 8 corners of a grid cell, (dx, dy, dz) in {0, 1}^3
-        self.register_buffer("corners", torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)]),
-                             persistent=False)
+        self.register_buffer("level_offset", (torch.arange(levels) * self.T).int(), persistent=False)
+        self.register_buffer("_step", torch.tensor([0, 1]), persistent=False)
+        self.register_buffer("_primes", torch.tensor(_PRIMES), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All levels and the 8 corners of each point's cells at once (one gather from the
+        levels' tables laid end to end): ``(..., 3) -> (..., levels * features)``, level-major."""
         shp = x.shape[:-1]
         u = ((x.reshape(-1, 3) - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)  # (P,3)
-        outs = []
-        for level in range(self.levels):
-            p = u * self.res[level]
-            p0 = torch.floor(p)
-            f = p - p0
-            p0 = p0.long()
-            acc = 0.0
-            for o in self.corners:
-                c = p0 + o
-                h = (c[:, 0] * _PRIMES[0]) ^ (c[:, 1] * _PRIMES[1]) ^ (c[:, 2] * _PRIMES[2])
-                idx = h % self.T
-                w = torch.where(o.bool(), f, 1.0 - f).prod(-1, keepdim=True)
-                acc = acc + w * self.table[level][idx]
-            outs.append(acc)
-        return torch.cat(outs, -1).reshape(*shp, self.out_dim)
+        p = u[:, None] * self.res[None, :, None]  # (P,L,3)
+        p0 = torch.floor(p)
+        f = p - p0  # the point's position in its cell
+        c = p0.long()[..., None] + self._step  # (P,L,3,2): lower and upper corner per axis
+        # eq. 4's spatial hash, XOR of the coordinates times large primes, modulo T: T is a power
+        # of 2, so the modulo is a mask, and a mask of an XOR is the XOR of the masked terms, so
+        # each axis is hashed once for its two corners (int32) and the 8 corners combine them
+        hx = ((c * self._primes[:, None]) & (self.T - 1)).int()  # (P,L,3,2)
+        # trilinear weights: per axis 1 - f for the lower corner, f for the upper one
+        wa = torch.stack([1.0 - f, f], -1)  # (P,L,3,2)
+        # corner k = dx + 2 dy + 4 dz, laid out as (dz, dy, dx)
+        idx = (hx[:, :, 2, :, None, None] ^ hx[:, :, 1, None, :, None] ^ hx[:, :, 0, None, None, :]).reshape(*p.shape[:2], 8)
+        w = (wa[:, :, 2, :, None, None] * wa[:, :, 1, None, :, None] * wa[:, :, 0, None, None, :]).reshape(*p.shape[:2], 8)
+        idx = idx + self.level_offset[None, :, None]  # into the levels' tables laid end to end
+        table = self.table.reshape(-1, self.features)
+        if self.training:  # a gather: training differentiates the SDF twice (eq. Eikonal's gradient)
+            out = (w[..., None] * table[idx.reshape(-1).long()].reshape(*idx.shape, self.features)).sum(2)
+        else:  # inference: gathered, weighted and summed in one kernel (differentiable once, for the normals)
+            out = F.embedding_bag(idx.reshape(-1, 8), table, per_sample_weights=w.reshape(-1, 8), mode="sum")
+        return out.reshape(*shp, self.out_dim)
 
 
 def mlp(i: int, h: int, o: int, layers: int = 2, last_zero: bool = False) -> nn.Sequential:
@@ -210,18 +217,15 @@ def sdf_normal(fields: "AniPixelFields", x_c: torch.Tensor, cond: torch.Tensor, 
     return s, g
 
 
-def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torch.Tensor, view_dir: torch.Tensor,
-                src: Dict[str, torch.Tensor], identity: torch.Tensor, need_grad: bool, near_body: float,
-                nearest_t: Optional[tuple] = None):
-    """Density, colour and the regularisers' terms at target points ``x_t (B,P,3)`` (eq. 1-7).
-
-    ``body``: ``T_t, T_o (B,J,4,4)`` bone transforms, ``verts_t (B,N,3)`` (a subsample),
-    ``weights (N,J)`` (same subsample), ``scale_t/scale_o, cs_t/cs_o (B,3)``, ``c0 (3,)``,
-    ``template (N,3)`` and ``template_normals (N,3)`` (same subsample), ``theta_t/theta_o (B,6J)``,
-    ``joints_o (B,J,3)``; ``src``: ``feat (B,V,C,h,w)``, ``rgb (B,V,3,H,W)``, ``K, R, t (B,V,...)``,
-    ``glob (B,64)``, ``size``. ``nearest_t``: ``(dist, idx)`` of :func:`..inputs.skinning.nearest`
-    from ``x_t`` to ``verts_t`` when the caller already has it. Returns a dict with ``sigma (B,P)``, ``rgb (B,P,3)``, ``sdf``,
-    ``valid``, and for training ``grad`` (eq. Eikonal), ``disp`` and ``fw_res``."""
+def eval_geometry(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torch.Tensor,
+                  src: Dict[str, torch.Tensor], identity: torch.Tensor, need_grad: bool, near_body: float,
+                  nearest_t: Optional[tuple] = None) -> Dict[str, torch.Tensor]:
+    """The geometry half of :func:`eval_points` (eq. 1-5): where each target point ``x_t
+    (B,P,3)`` lies in the canonical and observation spaces, the views' pixel-aligned features
+    there and the SDF. Returns ``sigma (B,P)``, ``sdf``, ``valid``, ``disp``, ``fw_res``, and
+    ``ctx``: what :func:`eval_colour` needs. With ``need_grad`` the SDF keeps its graph to the
+    point (eq. Eikonal and the normals of training); without it, the SDF reuses the hash-grid
+    features of the same canonical point instead of a second lookup (the same values)."""
     B, P, _ = x_t.shape
     Jn = fields.J
     # eq. 1: nearest-surface weights with a background weight beyond near_body
@@ -252,48 +256,97 @@ def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torc
     # eq. 6: pixel-aligned features and colours from every source view
     V = src["feat"].shape[1]
     half = src["feat"].shape[2] // 2
-    per_geo, per_col = [], []
-    rel_all = []
+    per_geo, feats, cols, rels = [], [], [], []
     for v in range(V):
         Kv, Rv, tv = src["K"][:, v], src["R"][:, v], src["t"][:, v]
         pc = x_o @ Rv.transpose(1, 2) + tv[:, None]
         uv = (pc @ Kv.transpose(1, 2))[..., :2] / pc[..., 2:3].clamp_min(1e-4)
         f = sample_views(src["feat"][:, v], uv, src["size"])
-        c = sample_views(src["rgb"][:, v], uv, src["size"])
         rel = relative_encoding(x_o, body["joints_o"], Rv, tv)
-        rel_all.append(rel)
         per_geo.append(fields.geo_view(torch.cat([f[..., :half], rel], -1)))
-        per_col.append((f, c))
+        feats.append(f)
+        rels.append(rel)
+        cols.append(uv)  # the source colours are sampled by eval_colour, where they are needed
     G = torch.stack(per_geo, 2)  # (B,P,V,h)
     G_mean = G.mean(2)
     # the views' variance, written out: Tensor.var over this middle dimension is ~8x slower on CPU
     G_var = ((G - G_mean[:, :, None]) ** 2).mean(2)
     f_geo = fields.geo_out(torch.cat([G_mean, G_var], -1))
-    # eq. 4: neutral body SDF + subject residual, and its normal (sec. 3.2)
+    # eq. 4: neutral body SDF + subject residual
     beta = torch.log(body["scale_t"]).neg()[:, None].expand(B, P, -1)
     cond = torch.cat([beta, lid, f_geo], -1)
+    grad = None
     if need_grad:
         s = canonical_sdf(fields, x_c, cond, body["template"], body["template_normals"], nn_c)
         grad = torch.autograd.grad(s.sum(), x_c, create_graph=True)[0]
     else:
-        s, grad = sdf_normal(fields, x_c, cond, body["template"], body["template_normals"], nn_s=nn_c)
-    n_c = F.normalize(grad, dim=-1)
-    Rf = Mf[..., :3, :3]
-    n_o = F.normalize((Rf @ n_c[..., None])[..., 0], dim=-1)
-    n_t = F.normalize((Mb[..., :3, :3] @ n_c[..., None])[..., 0], dim=-1)
-    logits = []
-    for v, (f, c) in enumerate(per_col):
-        ray_o = F.normalize(x_o - (-(src["R"][:, v].transpose(1, 2) @ src["t"][:, v][..., None])[..., 0])[:, None], dim=-1)
-        logits.append(fields.blend(torch.cat([f[..., :half], f[..., half:], c, n_o, ray_o, rel_all[v],
-                                              f_geo], -1))[..., 0])
-    wv = torch.softmax(torch.stack(logits, -1), -1)  # (B,P,V)
-    c_o = (wv[..., None] * torch.stack([c for _, c in per_col], 2)).sum(2)
-    # eq. 7: shading factor
-    alpha = 2.0 * torch.sigmoid(fields.shade(torch.cat([view_dir, pose_t, n_t, lid, src["glob"][:, None].expand(B, P, -1)], -1)))
-    rgb = (alpha * c_o).clamp(0.0, 1.0)
-    sigma = laplace_density(s, fields.b()) * valid
-    out = {"sigma": sigma, "rgb": rgb, "sdf": torch.where(valid, s, torch.full_like(s, 1.0)), "valid": valid,
-           "disp": torch.cat([delta_t, delta_o], -1), "fw_res": fw_res, "normal_c": n_c}
+        s_body = ((xc_d - body["template"][nn_c]) * body["template_normals"][nn_c]).sum(-1)
+        s = s_body + fields.sdf(torch.cat([phi_cd, cond], -1))[..., 0]
+    sigma = laplace_density(s, fields.b()) * valid  # eq. 5
+    ctx = {"x_c": x_c, "cond": cond, "nn_c": nn_c, "Mf": Mf, "Mb": Mb, "x_o": x_o, "feat": feats, "uv": cols,
+           "rel": rels, "f_geo": f_geo, "pose_t": pose_t, "lid": lid, "grad": grad}
+    out = {"sigma": sigma, "sdf": torch.where(valid, s, torch.full_like(s, 1.0)), "valid": valid,
+           "disp": torch.cat([delta_t, delta_o], -1), "fw_res": fw_res, "ctx": ctx}
     if need_grad:
         out["grad"] = grad
+    return out
+
+
+def _take(t: torch.Tensor, sel: Optional[torch.Tensor]) -> torch.Tensor:
+    """Points ``sel`` (indices into P) of a ``(B,P,...)`` tensor, batch 1."""
+    return t if sel is None else t[:, sel]
+
+
+def eval_colour(fields: AniPixelFields, body: Dict[str, torch.Tensor], ctx: Dict[str, torch.Tensor],
+                view_dir: torch.Tensor, src: Dict[str, torch.Tensor], sel: Optional[torch.Tensor] = None):
+    """The appearance half of :func:`eval_points` (eq. 6-7) at the points ``sel`` of a
+    :func:`eval_geometry` (all when None; a subset needs batch 1): the normal ``grad s/|grad s|``
+    (sec. 3.2), the views' blend weights and colours, and the shading factor. Returns
+    ``(rgb (B,P',3), n_c (B,P',3))``."""
+    if sel is not None and view_dir.shape[0] != 1:
+        raise ValueError("eval_colour: a subset of points needs batch 1")
+    lid, pose_t, f_geo = _take(ctx["lid"], sel), _take(ctx["pose_t"], sel), _take(ctx["f_geo"], sel)
+    if ctx["grad"] is not None and sel is None:
+        grad = ctx["grad"]
+    else:
+        _, grad = sdf_normal(fields, _take(ctx["x_c"], sel), _take(ctx["cond"], sel), body["template"],
+                             body["template_normals"], nn_s=_take(ctx["nn_c"], sel))
+    n_c = F.normalize(grad, dim=-1)
+    Mf, Mb, x_o = _take(ctx["Mf"], sel), _take(ctx["Mb"], sel), _take(ctx["x_o"], sel)
+    n_o = F.normalize((Mf[..., :3, :3] @ n_c[..., None])[..., 0], dim=-1)
+    n_t = F.normalize((Mb[..., :3, :3] @ n_c[..., None])[..., 0], dim=-1)
+    half = src["feat"].shape[2] // 2
+    logits, cs = [], []
+    for v in range(len(ctx["feat"])):
+        f, rel = _take(ctx["feat"][v], sel), _take(ctx["rel"][v], sel)
+        c = sample_views(src["rgb"][:, v], _take(ctx["uv"][v], sel), src["size"])
+        ray_o = F.normalize(x_o - (-(src["R"][:, v].transpose(1, 2) @ src["t"][:, v][..., None])[..., 0])[:, None], dim=-1)
+        logits.append(fields.blend(torch.cat([f[..., :half], f[..., half:], c, n_o, ray_o, rel, f_geo], -1))[..., 0])
+        cs.append(c)
+    wv = torch.softmax(torch.stack(logits, -1), -1)  # (B,P,V)
+    c_o = (wv[..., None] * torch.stack(cs, 2)).sum(2)
+    # eq. 7: shading factor
+    B, P = c_o.shape[:2]
+    alpha = 2.0 * torch.sigmoid(fields.shade(torch.cat([_take(view_dir, sel), pose_t, n_t, lid,
+                                                        src["glob"][:, None].expand(B, P, -1)], -1)))
+    return (alpha * c_o).clamp(0.0, 1.0), n_c
+
+
+def eval_points(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: torch.Tensor, view_dir: torch.Tensor,
+                src: Dict[str, torch.Tensor], identity: torch.Tensor, need_grad: bool, near_body: float,
+                nearest_t: Optional[tuple] = None):
+    """Density, colour and the regularisers' terms at target points ``x_t (B,P,3)`` (eq. 1-7):
+    :func:`eval_geometry` then :func:`eval_colour` at every point.
+
+    ``body``: ``T_t, T_o (B,J,4,4)`` bone transforms, ``verts_t (B,N,3)`` (a subsample),
+    ``weights (N,J)`` (same subsample), ``scale_t/scale_o, cs_t/cs_o (B,3)``, ``c0 (3,)``,
+    ``template (N,3)`` and ``template_normals (N,3)`` (same subsample), ``theta_t/theta_o (B,6J)``,
+    ``joints_o (B,J,3)``; ``src``: ``feat (B,V,C,h,w)``, ``rgb (B,V,3,H,W)``, ``K, R, t (B,V,...)``,
+    ``glob (B,64)``, ``size``. ``nearest_t``: ``(dist, idx)`` of :func:`..inputs.skinning.nearest`
+    from ``x_t`` to ``verts_t`` when the caller already has it. Returns a dict with ``sigma (B,P)``, ``rgb (B,P,3)``, ``sdf``,
+    ``valid``, and for training ``grad`` (eq. Eikonal), ``disp`` and ``fw_res``."""
+    geo = eval_geometry(fields, body, x_t, src, identity, need_grad, near_body, nearest_t)
+    rgb, n_c = eval_colour(fields, body, geo["ctx"], view_dir, src)
+    out = {k: v for k, v in geo.items() if k != "ctx"}
+    out.update(rgb=rgb, normal_c=n_c)
     return out

@@ -14,7 +14,7 @@ from neural_avatar.neural.avatar import FrameInputs, build_avatar
 from neural_avatar.neural.bundle import load_bundle, save_bundle
 from neural_avatar.neural.config import AvatarConfig
 from neural_avatar.neural.inputs import skinning
-from neural_avatar.neural.networks.anipixel import AniPixelFields, laplace_density, sdf_normal
+from neural_avatar.neural.networks.anipixel import AniPixelFields, HashGrid, laplace_density, sdf_normal
 from neural_avatar.neural.training.dataset import CaptureDataset, write_synthetic_dataset
 from neural_avatar.neural.training.trainer import TrainConfig, train
 
@@ -147,6 +147,86 @@ def test_render_needs_sources_and_round_trips_a_bundle(tmp_path, model, views_ca
     finally:
         PA.RAY_CHUNK = old
         av.should_stop = None
+
+
+def _hash_grid_reference(g, x):
+    """Müller et al. eq. 3-4 written out level by level and corner by corner."""
+    u = ((x - g.lo) / (g.hi - g.lo)).clamp(0.0, 1.0)
+    outs = []
+    for level in range(g.levels):
+        p = u * g.res[level]
+        p0 = torch.floor(p)
+        f = p - p0
+        acc = 0.0
+        for corner in range(8):
+            o = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1])
+            c = p0.long() + o
+            idx = ((c[:, 0] * 1) ^ (c[:, 1] * 2654435761) ^ (c[:, 2] * 805459861)) % g.T
+            w = torch.where(o.bool(), f, 1.0 - f).prod(-1, keepdim=True)
+            acc = acc + w * g.table[level][idx]
+        outs.append(acc)
+    return torch.cat(outs, -1)
+
+
+def test_hash_grid_matches_the_encoding_written_out_with_its_gradients():
+    torch.manual_seed(0)
+    g = HashGrid(levels=4, features=2, log2_table=10, base=4, finest=64)
+    with torch.no_grad():
+        g.table.uniform_(-1, 1)
+    x = (torch.rand(300, 3) * 2.6 - 1.3).requires_grad_(True)  # some points outside the box (clamped)
+    ref = _hash_grid_reference(g, x)
+    wt = torch.randn_like(ref)
+    rx, rt = torch.autograd.grad((ref * wt).sum(), (x, g.table))
+    for training in (True, False):  # the gather (twice differentiable) and the fused inference kernel
+        g.train(training)
+        out = g(x)
+        assert out.shape == (300, 8)
+        assert torch.allclose(out, ref, atol=1e-6)
+        gx, gt = torch.autograd.grad((out * wt).sum(), (x, g.table))
+        assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gt, rt, atol=1e-5)
+        assert float(gt.abs().sum()) > 0 and g(x[None]).shape == (1, 300, 8)  # batch dims kept
+    g.train(True)  # training's second derivative (the Eikonal term's gradient) goes through
+    gx = torch.autograd.grad((g(x) ** 2).sum(), x, create_graph=True)[0]
+    assert gx.requires_grad and torch.autograd.grad(gx.sum(), g.table)[0].abs().sum() > 0
+
+
+def test_inference_shades_only_the_weighted_samples_and_paints_the_same_picture(model, views_capture, monkeypatch):
+    """Inference runs the geometry (eq. 1-5) at every near-body sample and the appearance
+    (eq. 6-7) only where the volume-rendering weight exceeds COLOUR_WEIGHT_EPS: the pixels stay
+    within samples x eps of shading every sample, and fewer samples are shaded."""
+    import neural_avatar.neural.pixel_aligned as PA
+    import neural_avatar.neural.networks.anipixel as AP
+
+    torch.manual_seed(3)
+    av = _avatar(model)
+    ds = CaptureDataset(views_capture, "train", model)
+    av.set_sources(ds.sources([0, 1, 2], views_per_item=3))
+    i = ds.indices[5]
+    v, j = ds.posed_body(i)
+    K, R, t = ds.camera(i)
+    f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]  # noqa: E731
+    frame = FrameInputs(verts=f32(v), joints=f32(j), K=f32(K), R=f32(R), t=f32(t), size=(32, 32))
+    shaded = []
+    real = AP.eval_colour
+
+    def counting(fields, body, ctx, view_dir, src, sel=None):
+        shaded.append((ctx["x_c"].shape[1], ctx["x_c"].shape[1] if sel is None else len(sel)))
+        return real(fields, body, ctx, view_dir, src, sel)
+
+    monkeypatch.setattr(AP, "eval_colour", counting)
+    monkeypatch.setattr(PA, "eval_colour", counting)
+    monkeypatch.setattr(PA, "COLOUR_WEIGHT_EPS", None)
+    every = av.render(frame)
+    assert shaded and all(n == m for m, n in shaded)  # the reference shades every sample
+    shaded.clear()
+    monkeypatch.setattr(PA, "COLOUR_WEIGHT_EPS", 1e-4)
+    fast = av.render(frame)
+    evaluated, kept = sum(m for m, _ in shaded), sum(n for _, n in shaded)
+    assert 0 < kept < evaluated
+    assert torch.equal(fast["mask"], every["mask"])  # the geometry is the same computation
+    bound = av.config.pixel.samples * 1e-4
+    assert float((fast["rgb"] - every["rgb"]).abs().max()) <= bound + 1e-6
+    assert float(every["mask"].max()) > 0.5  # the body is there, so the comparison means something
 
 
 def test_tiny_training_run_reduces_the_loss(tmp_path, model, views_capture):
