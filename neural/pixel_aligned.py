@@ -31,12 +31,12 @@ def vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 RAY_CHUNK = 4096
+"""Rays volume-rendered at once (memory bound; the render can be cancelled between chunks)."""
 # Inference shades (eq. 6-7: the SDF normal, the views' blend and the shading MLP) only the samples
 # whose volume-rendering weight exceeds this; the others' colours are left out of the sum. A ray
 # has at most ``samples`` of them, so a pixel moves by at most samples x this (3.2e-3 at 32
 # samples, 50 dB) and in practice far less. None shades every sample (training always does).
 COLOUR_WEIGHT_EPS: Optional[float] = 1e-4
-"""Rays volume-rendered at once (memory bound; the render can be cancelled between chunks)."""
 
 
 class PixelAlignedAvatar(Avatar):

@@ -194,17 +194,20 @@ def sample_views(img: torch.Tensor, uv: torch.Tensor, size) -> torch.Tensor:
 
 
 def canonical_sdf(fields: "AniPixelFields", x_c: torch.Tensor, cond: torch.Tensor, template: torch.Tensor,
-                  template_normals: torch.Tensor, nn_s: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  template_normals: torch.Tensor, nn_s: Optional[torch.Tensor] = None,
+                  phi: Optional[torch.Tensor] = None) -> torch.Tensor:
     """AniPixel eq. 4 with the neutral-sized body split out (sec. 3.2): ``s(x_c) = s_body(x_c) +
     F_s(phi(x_c), cond)`` where ``s_body`` is the point-to-plane distance to the nearest
     vertex of the neutral template (positive outside) and ``cond = [beta, l_idt, f_geo]``.
     ``x_c (B,P,3)``, ``cond (B,P,C)``; ``nn_s (B,P)``: the template vertex nearest each point,
-    when the caller has it; returns ``(B,P)``."""
+    when the caller has it; ``phi``: the hash-grid features ``fields.grid(x_c)``, when the caller
+    has them (no gradient then flows through them to the point); returns ``(B,P)``."""
     B = x_c.shape[0]
     if nn_s is None:
         _, nn_s = skinning.nearest(x_c.detach(), template[None].expand(B, -1, -1))
     s_body = ((x_c - template[nn_s]) * template_normals[nn_s]).sum(-1)
-    return s_body + fields.sdf(torch.cat([fields.grid(x_c), cond], -1))[..., 0]
+    phi = fields.grid(x_c) if phi is None else phi
+    return s_body + fields.sdf(torch.cat([phi, cond], -1))[..., 0]
 
 
 def sdf_normal(fields: "AniPixelFields", x_c: torch.Tensor, cond: torch.Tensor, template: torch.Tensor,
@@ -256,7 +259,7 @@ def eval_geometry(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: to
     # eq. 6: pixel-aligned features and colours from every source view
     V = src["feat"].shape[1]
     half = src["feat"].shape[2] // 2
-    per_geo, feats, cols, rels = [], [], [], []
+    per_geo, feats, uvs, rels = [], [], [], []
     for v in range(V):
         Kv, Rv, tv = src["K"][:, v], src["R"][:, v], src["t"][:, v]
         pc = x_o @ Rv.transpose(1, 2) + tv[:, None]
@@ -266,7 +269,7 @@ def eval_geometry(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: to
         per_geo.append(fields.geo_view(torch.cat([f[..., :half], rel], -1)))
         feats.append(f)
         rels.append(rel)
-        cols.append(uv)  # the source colours are sampled by eval_colour, where they are needed
+        uvs.append(uv)  # the source colours are sampled by eval_colour, where they are needed
     G = torch.stack(per_geo, 2)  # (B,P,V,h)
     G_mean = G.mean(2)
     # the views' variance, written out: Tensor.var over this middle dimension is ~8x slower on CPU
@@ -280,10 +283,9 @@ def eval_geometry(fields: AniPixelFields, body: Dict[str, torch.Tensor], x_t: to
         s = canonical_sdf(fields, x_c, cond, body["template"], body["template_normals"], nn_c)
         grad = torch.autograd.grad(s.sum(), x_c, create_graph=True)[0]
     else:
-        s_body = ((xc_d - body["template"][nn_c]) * body["template_normals"][nn_c]).sum(-1)
-        s = s_body + fields.sdf(torch.cat([phi_cd, cond], -1))[..., 0]
+        s = canonical_sdf(fields, xc_d, cond, body["template"], body["template_normals"], nn_c, phi=phi_cd)
     sigma = laplace_density(s, fields.b()) * valid  # eq. 5
-    ctx = {"x_c": x_c, "cond": cond, "nn_c": nn_c, "Mf": Mf, "Mb": Mb, "x_o": x_o, "feat": feats, "uv": cols,
+    ctx = {"x_c": x_c, "cond": cond, "nn_c": nn_c, "Mf": Mf, "Mb": Mb, "x_o": x_o, "feat": feats, "uv": uvs,
            "rel": rels, "f_geo": f_geo, "pose_t": pose_t, "lid": lid, "grad": grad}
     out = {"sigma": sigma, "sdf": torch.where(valid, s, torch.full_like(s, 1.0)), "valid": valid,
            "disp": torch.cat([delta_t, delta_o], -1), "fw_res": fw_res, "ctx": ctx}
