@@ -162,7 +162,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # everything stays at the network's size: the region (gate, feather and paste read it at
         # its place in the window, which is background outside it) or the whole window
         ox, oy, rx1, ry1 = j.get("region", (0, 0, r, r))
-        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r)[..., oy:ry1, ox:rx1]
+        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r, region=(ox, oy, rx1, ry1))
         mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device), res=r, offset=(ox, oy))
         if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "

@@ -101,6 +101,28 @@ def test_silhouette_gate_at_a_lower_side_matches_the_full_side_one(monkeypatch):
     assert float(((fast > 0.5) != (full > 0.5)).float().mean()) < 0.03
 
 
+@pytest.mark.parametrize("train_res", [128, 384, 512])
+def test_silhouette_gate_of_a_region_is_the_whole_gate_cut_there(train_res):
+    """The engine asks for the gate of the body's region only (the upsample of the part it reads):
+    the values are the whole window's gate's there, to float rounding, for regions touching the
+    window's border and inside it, at integer and non-power-of-two upsampling factors."""
+    v = _body()
+    K, R, t = _cam(2.5)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=train_res)
+    Kc = C.crop_intrinsics(K, w)
+    full = C.silhouette_gate(v, Kc, R, t, w.res)
+    r = w.res
+    rng = np.random.default_rng(1)
+    rects = [(0, 0, r, r), (0, 0, 40, 33), (r - 57, r - 9, r, r), (13, 7, r - 5, r - 3)]
+    rects += [tuple(int(x) for x in (a, b, a + 1 + rng.integers(r - a), b + 1 + rng.integers(r - b)))
+              for a, b in rng.integers(0, r - 1, (20, 2))]
+    for x0, y0, x1, y1 in rects:
+        g = C.silhouette_gate(v, Kc, R, t, r, region=(x0, y0, x1, y1))
+        assert g.shape == (1, 1, y1 - y0, x1 - x0)
+        assert float((g - full[..., y0:y1, x0:x1]).abs().max()) < 1e-5
+    assert float(full.max()) == 1.0 and float(full.min()) == 0.0  # a gate, not an empty map
+
+
 def test_projected_vertices_cover_the_silhouette_at_every_scale():
     """SMPLpix's input density: one pixel per vertex covers ≥ 85 % of the default body's
     silhouette only up to 128² windows; footprint splats (project.footprint_radii) keep the
