@@ -302,6 +302,25 @@ class VertexProjectionAvatar(Avatar):
         if vertex_colors.shape != (V, 3):
             raise NeuralAvatarError(f"Vertex colours must be ({V}, 3), got {tuple(vertex_colors.shape)}.")
         self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
+        # SMPLpix's upsampled topology (UNetConfig.subdivide): per level, the edges whose
+        # midpoints are appended (derived from the faces, not saved); the projected points are
+        # the body's vertices followed by those midpoints
+        self._levels: list[torch.Tensor] = []
+        self.num_points = V
+        if config.unet.subdivide:
+            if faces is None:
+                raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs the body's faces.")
+            from .inputs.project import subdivide_midpoints
+
+            f = (faces if torch.is_tensor(faces) else torch.from_numpy(np.array(faces, dtype=np.int64))).long()
+            if f.is_meta:
+                raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs the body's faces' values.")
+            f = f.cpu()
+            for _ in range(int(config.unet.subdivide)):
+                edges, f = subdivide_midpoints(f, self.num_points)
+                self._levels.append(edges)
+                self.num_points += int(edges.shape[0])
+            self._dense_faces = f
         D = config.unet.descriptors
         if D:
             # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors), U[-1, 1]
@@ -309,7 +328,7 @@ class VertexProjectionAvatar(Avatar):
             # a warm start zero-extends the first conv (trainer._warm_start), and under Adam the
             # descriptors' effect then grows with lr x their magnitude
             g = torch.Generator().manual_seed(0)
-            self.identity.vertex_descriptors = nn.Parameter(torch.rand(V, D, generator=g) * 2.0 - 1.0)
+            self.identity.vertex_descriptors = nn.Parameter(torch.rand(self.num_points, D, generator=g) * 2.0 - 1.0)
         if config.unet.point_splat:
             # footprint splats (project.footprint_radii) need the mesh's edges; the faces travel
             # in the bundle like ANR's
@@ -329,6 +348,15 @@ class VertexProjectionAvatar(Avatar):
     @property
     def input_channels(self) -> int:
         return self.config.unet.in_ch
+
+    def densify(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-vertex ``x (..., V, C)`` -> per projected point ``(..., num_points, C)``: the
+        subdivision levels' edge midpoints appended (identity without ``unet.subdivide``)."""
+        from .inputs.project import midpoints
+
+        for edges in self._levels:
+            x = midpoints(x, edges)
+        return x
 
     @staticmethod
     def depth_range(verts: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,17 +379,20 @@ class VertexProjectionAvatar(Avatar):
         _check_frame(frame, self.config.num_verts, None)
         near, far = self.depth_range(frame.verts, frame.R, frame.t)
         colors = self.identity.vertex_colors.clamp(0.0, 1.0)
+        verts = frame.verts
+        if self._levels:  # the upsampled topology: midpoints of posed positions and colours
+            verts, colors = self.densify(verts), self.densify(colors)
         radii = None
         if self.config.unet.point_splat:
             from .inputs.project import footprint_radii, mesh_edges
 
             if self.edges.numel() == 0:
-                self.edges = mesh_edges(self.faces)
-            radii = footprint_radii(frame.verts, self.edges, frame.K, frame.R, frame.t)
+                self.edges = mesh_edges(self._dense_faces if self._levels else self.faces).to(self.faces.device)
+            radii = footprint_radii(verts, self.edges, frame.K, frame.R, frame.t)
         D = self.config.unet.descriptors
         if D:
             colors = torch.cat([colors, self.identity.vertex_descriptors.to(colors.dtype)], -1)
-        img, hit = project_vertices(frame.verts, colors, frame.K, frame.R, frame.t, frame.size,
+        img, hit = project_vertices(verts, colors, frame.K, frame.R, frame.t, frame.size,
                                     depth_range=(near, far), return_mask=True, splat_radii=radii)
         if D:  # RGB-D first (SMPLpix's channels, whatever the descriptors), then the descriptors
             img = torch.cat([img[:, :3], img[:, -1:], img[:, 3:-1]], 1)

@@ -103,6 +103,7 @@ class UNetConfig(_ConfigBase):
     norm: Annotated[str, "Normalisation after each conv: 'batch' (SMPLpix), 'instance' or 'none'."] = "batch"
     up: Annotated[str, "Resize mode of the up path before its conv: 'bilinear' (SMPLpix) or 'nearest'. Never transposed convs."] = "bilinear"
     point_splat: Annotated[bool, "Densify the projected points: each vertex is a square splat sized to its pixel footprint (its longest incident edge seen from the camera), so the input stays dense at every scale. Off = one pixel per vertex (SMPLpix eq. 4; bundles made before splats)."] = False
+    subdivide: Annotated[int, "Levels of 1-to-4 midpoint subdivision of the body's mesh before projection (SMPLpix sec. 4 projects an upsampled 27k-vertex topology: 1 level turns SMPL's 6 890 vertices into 27 554). The new points' positions and colours are their edges' midpoints; descriptors are learnt per point, so they resolve detail 4x finer per level. Needs point_splat (the subdivided mesh's edges size the splats)."] = 0
     descriptors: Annotated[int, "Learnt per-vertex descriptor channels projected beside the RGB-D (SMPLpix sec. 6: 'per-vertex image descriptors [...] or deep point descriptors' of Neural Point-Based Graphics, the paper's proposed cure for blurred high-frequency textures); per identity, so a new person needs fitting. in_ch = 4 + descriptors. 0 = SMPLpix's RGB-D input."] = 0
 
     def validate(self) -> None:
@@ -115,6 +116,10 @@ class UNetConfig(_ConfigBase):
         _check(self.norm in NORMS, f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.up in UPSAMPLING, f"UNetConfig.up must be one of {UPSAMPLING}, got {self.up!r}")
         _check(isinstance(self.point_splat, bool), "UNetConfig.point_splat must be true or false")
+        _check(_is_int(self.subdivide) and 0 <= self.subdivide <= 2,
+               f"UNetConfig.subdivide must be 0, 1 or 2, got {self.subdivide!r}")
+        _check(self.subdivide == 0 or self.point_splat is True,
+               "UNetConfig.subdivide needs point_splat (the subdivided mesh's edges size the splats)")
         _check(_is_int(self.descriptors) and 0 <= self.descriptors <= 64,
                f"UNetConfig.descriptors must be an integer from 0 to 64, got {self.descriptors!r}")
         _check(self.descriptors == 0 or self.in_ch == 4 + self.descriptors,

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from ...errors import NeuralAvatarError
 from .camera import project_points
 
-__all__ = ["project_vertices", "depth_keys", "KEY_EMPTY", "mesh_edges", "footprint_radii", "MAX_SPLAT_RADIUS"]
+__all__ = ["project_vertices", "depth_keys", "KEY_EMPTY", "mesh_edges", "footprint_radii", "MAX_SPLAT_RADIUS",
+           "subdivide_midpoints", "midpoints"]
 
 #: Largest per-vertex splat radius (a (2r+1)^2 square); beyond it a close-up is sparse again.
 MAX_SPLAT_RADIUS = 12
@@ -209,6 +211,33 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
     e = torch.sort(e, dim=1).values
     return torch.unique(e, dim=0)
+
+
+def subdivide_midpoints(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One level of 1-to-4 midpoint subdivision of a triangle mesh (SMPLpix sec. 4: the SMPL-X
+    topology "upsampled" to 27 554 vertices, where SMPL's 6 890 + its 20 664 edges' midpoints
+    give exactly that count). Returns ``(edges (E, 2), faces (4F, 3))``: new vertex
+    ``num_verts + e`` is the midpoint of edge ``e`` (:func:`mesh_edges`' order), and face
+    ``(a, b, c)`` becomes ``(a, m_ab, m_ca), (b, m_bc, m_ab), (c, m_ca, m_bc), (m_ab, m_bc, m_ca)``,
+    keeping its winding. Runs where ``faces`` lives (also inside a ``torch.device("meta")``
+    context, where a bundle's network is first built to check its size)."""
+    f = (faces if torch.is_tensor(faces) else torch.as_tensor(np.asarray(faces), device="cpu")).long().reshape(-1, 3)
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
+    e = torch.sort(e, dim=1).values
+    edges, inv = torch.unique(e, dim=0, return_inverse=True)
+    m = int(num_verts) + inv.view(3, -1).T  # (F, 3): midpoints of ab, bc, ca
+    a, b, c = f.unbind(1)
+    mab, mbc, mca = m.unbind(1)
+    sub = torch.stack([torch.stack([a, mab, mca], 1), torch.stack([b, mbc, mab], 1),
+                       torch.stack([c, mca, mbc], 1), torch.stack([mab, mbc, mca], 1)], 1)
+    return edges, sub.reshape(-1, 3)
+
+
+def midpoints(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``x (..., V, C)`` followed by its edges' midpoints: ``(..., V + E, C)`` (linear in ``x``, so
+    posed positions, colours and descriptors all subdivide the same way)."""
+    e = edges.to(x.device)
+    return torch.cat([x, 0.5 * (x[..., e[:, 0], :] + x[..., e[:, 1], :])], -2)
 
 
 def footprint_radii(verts: torch.Tensor, edges: torch.Tensor, K: torch.Tensor, R: torch.Tensor,

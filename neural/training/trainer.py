@@ -928,9 +928,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                                     f"(vertex_colors.npy holds {ds.vertex_colors_all.shape[0]}).")
         for k in range(ds.num_identities):
             trainer.fixed[k] = {"identity.vertex_colors": ds.vertex_colors_all[k].to(device)}
-    from ..evaluation.metrics import haze_radius
-
-    trainer.haze_radius = haze_radius(ds.size)
+    trainer.haze_radius = training_haze_radius(ds.size, float(scale_range[0]) if augment else 1.0)
     if trainer.disc is not None:
         dd.broadcast_(trainer.disc)
 
@@ -1102,7 +1100,7 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "mode": cfg.mode, "steps": step, "dataset": os.path.basename(os.path.abspath(cfg.data)),
                     "resolution": list(ds.size), "batch": cfg.batch, "seed": cfg.seed,
                     "patch": cfg.patch, "scale_range": list(scale_range) if augment else None,
-                    "precision": cfg.precision, "haze_weight": cfg.w_haze,
+                    "precision": cfg.precision, "haze_weight": cfg.w_haze, "haze_radius_px": int(trainer.haze_radius),
                     "mask_weight": cfg.w_mask, "init": init_info, "lr": trainer.lrs(),
                     **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
                     "vgg_weight": getattr(cfg, vgg_weight_field_name(cfg.mode)),
@@ -1193,13 +1191,28 @@ def _machine(device: torch.device) -> Dict[str, Any]:
     return info
 
 
+def training_haze_radius(size, scale_lo: float = 1.0) -> int:
+    """Dilation radius (px) of the haze penalty's silhouette for a capture of ``size``.
+
+    The ``haze`` metric dilates by 1 % of the *rendered* frame's side. A training window rescaled
+    by ``f`` stands for a frame ``f`` x the capture's size, so the penalty takes the radius of the
+    smallest frame the rescale range stands for: 3 px for 512² at ``f = 0.5``, where a fixed 5 px
+    left a 3-5 px halo unpenalised that the 256² eval counts. Stricter at larger scales, where the
+    ground truth's alpha is zero there anyway."""
+    from ..evaluation.metrics import haze_radius
+
+    f = min(max(float(scale_lo), 0.0), 1.0)
+    return haze_radius([max(1, int(round(int(s) * f))) for s in size])
+
+
 def _warm_start(avatar, path: str, mode: str, skip_identity: bool = False) -> Dict[str, Any]:
     """Copy a bundle's weights into ``avatar`` where names and shapes agree (coarse-to-fine);
     ``skip_identity``: keep the avatar's fresh identity (fitting a new person).
 
     A convolution whose input channels grew (SMPLpix's first conv when descriptors are added
     to the RGB-D input) gets the bundle's kernels on its first channels and zeros on the new
-    ones, so the warm-started network paints the same picture at step 0."""
+    ones, so the warm-started network paints the same picture at step 0. SMPLpix descriptors
+    of a bundle without subdivision are carried onto a subdivided avatar's points by midpoints."""
     from ..bundle import load_bundle
 
     src = load_bundle(path, expected_mode=mode)
@@ -1217,6 +1230,15 @@ def _warm_start(avatar, path: str, mode: str, skip_identity: bool = False) -> Di
                   and own[k].shape[1] > v.shape[1]):
                 own[k].zero_()
                 own[k][:, :v.shape[1]].copy_(v.to(own[k].device))
+                copied.append(k)
+                extended.append(k)
+            elif (k == "identity.vertex_descriptors" and k in own and hasattr(avatar, "densify")
+                  and own[k].dim() == 2 == v.dim() and own[k].shape[1] == v.shape[1]
+                  and v.shape[0] == avatar.config.num_verts and own[k].shape[0] == avatar.num_points):
+                # the bundle's per-vertex descriptors onto the subdivided points (UNetConfig.subdivide):
+                # each new point starts at its edge's midpoint value, like its position and colour,
+                # so the warm-started input is the bundle's, only denser
+                own[k].copy_(avatar.densify(v.to(own[k].device)))
                 copied.append(k)
                 extended.append(k)
             else:

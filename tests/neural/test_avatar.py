@@ -206,3 +206,48 @@ def test_vertex_projection_descriptors_are_projected_and_learnt():
     with pytest.raises(NeuralAvatarError, match="4 \\+ descriptors"):
         AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32,
                              unet=dataclasses.replace(sub, descriptors=5)).validate()
+
+
+def test_vertex_projection_on_the_subdivided_topology():
+    """``unet.subdivide = 1``: the projected points are the vertices and their edges'
+    midpoints (SMPLpix's upsampled topology), descriptors are learnt per point, colours stay per
+    vertex (interpolated); a bundle's per-vertex descriptors warm-start it through the same
+    midpoints, and the subdivided avatar round-trips through a bundle. It needs splats."""
+    from neural_avatar.neural.bundle import load_bundle, save_bundle
+    from neural_avatar.neural.inputs.project import mesh_edges
+    from neural_avatar.neural.training.trainer import _warm_start
+
+    torch.manual_seed(0)
+    body = tiny_body()
+    V, E = body.num_verts, mesh_edges(torch.from_numpy(np.asarray(body.faces))).shape[0]
+    base = dict(width=4, depth=2, point_splat=True, descriptors=3, in_ch=7)
+    cfg0 = AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32, unet=UNetConfig(**base))
+    cfg1 = AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32,
+                                unet=UNetConfig(**base, subdivide=1))
+    plain, av = build_avatar(cfg0, body), build_avatar(cfg1, body)
+    assert av.num_points == V + E and av.identity.vertex_colors.shape == (V, 3)
+    assert av.identity.vertex_descriptors.shape == (V + E, 3)
+    f = frame2(body)
+    out = av(f)
+    assert out["rgb"].shape == (2, 3, 32, 29)
+    ((out["rgb"] - 0.3).abs().mean()).backward()
+    assert float(av.identity.vertex_descriptors.grad[V:].abs().sum()) > 0  # the midpoints are drawn
+    assert float(av.identity.vertex_colors.grad.abs().sum()) > 0
+    # warm start from the plain bundle: descriptors carried by midpoints, the rest copied
+    import tempfile, os
+    with tempfile.TemporaryDirectory() as d:
+        save_bundle(plain, os.path.join(d, "plain"))
+        info = _warm_start(av, os.path.join(d, "plain.json"), "VERTEX_PROJECTION")
+        assert info["tensors_extended"] == ["identity.vertex_descriptors"] and not info["tensors_skipped"]
+        dd = av.identity.vertex_descriptors.detach()
+        assert torch.equal(dd[:V], plain.identity.vertex_descriptors.detach())
+        assert torch.allclose(dd, av.densify(plain.identity.vertex_descriptors.detach()))
+        save_bundle(av, os.path.join(d, "sub"))
+        back = load_bundle(os.path.join(d, "sub"), expected_mode="VERTEX_PROJECTION")
+        assert back.num_points == V + E
+        av.eval(), back.eval()
+        assert torch.equal(back.render(f)["rgb"], av.render(f)["rgb"])
+    with pytest.raises(NeuralAvatarError, match="point_splat"):
+        UNetConfig(width=4, depth=2, subdivide=1).validate()
+    with pytest.raises(NeuralAvatarError, match="subdivide"):
+        UNetConfig(width=4, depth=2, point_splat=True, subdivide=3).validate()

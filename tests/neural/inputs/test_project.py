@@ -140,3 +140,31 @@ def test_bad_inputs():
         project_vertices(torch.zeros(1, 3, 3), torch.zeros(4, 3), K, R, t, (H, W))
     with pytest.raises(NeuralAvatarError):
         project_vertices(torch.zeros(1, 3, 3), torch.zeros(3, 3), K, R, t, (H, W), splat_radius=-1)
+
+
+def test_midpoint_subdivision_counts_positions_and_winding():
+    """One level of 1-to-4 subdivision (SMPLpix's upsampled topology): one new point per edge
+    (a shared edge once), at its midpoint; each face becomes four of a quarter of its area with
+    its normal's direction; the subdivided mesh has 2E + 3F edges."""
+    from neural_avatar.neural.inputs.project import mesh_edges, midpoints, subdivide_midpoints
+
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [0, 3, 4]])
+    x = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0.2], [0, 1, 0], [-1, 0.5, 0.3]], dtype=torch.float64)
+    edges, sub = subdivide_midpoints(faces, 5)
+    assert torch.equal(edges, mesh_edges(faces)) and edges.shape == (7, 2) and sub.shape == (12, 3)
+    X = midpoints(x, edges)
+    assert X.shape == (12, 3) and torch.equal(X[:5], x)
+    for e, (i, j) in enumerate(edges.tolist()):
+        assert torch.allclose(X[5 + e], 0.5 * (x[i] + x[j]))
+    assert sorted(set(sub.flatten().tolist())) == list(range(12))  # every point used, none twice-made
+
+    def normals(v, f):
+        return torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=-1)
+
+    n_parent = normals(x, faces).repeat_interleave(4, 0)
+    n_child = normals(X, sub)
+    assert torch.allclose(n_child, n_parent / 4)  # same direction, a quarter of the area
+    assert mesh_edges(sub).shape[0] == 2 * 7 + 3 * 3
+    # batched and per-point features subdivide alike (linear)
+    xb = torch.stack([x, 2 * x])
+    assert torch.allclose(midpoints(xb, edges)[1], 2 * X)

@@ -99,6 +99,7 @@ def test_patches_bf16_haze_and_warm_start(tmp_path, data, body, mode):
     tr = meta["training"]
     assert meta["config"]["resolution"] == 32 and tr["patch"] == 16 and tr["precision"] == "bf16"
     assert tr["scale_range"] == [0.5, 1.0] and tr["machine"]["device"] == "cpu" and "torch" in tr["machine"]
+    assert tr["haze_radius_px"] == 1
     if mode == "VERTEX_PROJECTION":
         assert meta["config"]["unet"]["point_splat"] is True
     second = tmp_path / "b"
@@ -412,3 +413,18 @@ def test_smplpix_descriptors_warm_start_from_an_rgbd_bundle(tmp_path, data, body
     assert tr["init"]["tensors_extended"] == ["net.unet.inc.0.weight"] and tr["lr"]["identity"] == pytest.approx(1e-2)
     moved = load_bundle(second / "avatar", expected_mode="VERTEX_PROJECTION").identity.vertex_descriptors
     assert float((moved.detach() - av.identity.vertex_descriptors.detach()).abs().max()) > 1e-3
+
+
+def test_haze_penalty_radius_follows_the_smallest_rendered_scale():
+    """The haze penalty dilates the silhouette by the ``haze`` metric's radius for the smallest
+    frame the rescale range stands for: 512² windows rescaled by 0.5-1 stand for 256²-512²
+    frames, whose metric radii are 3-5 px, so the penalty uses 3 px (a fixed 5 px left the
+    256² eval's halo unpenalised); without rescaling it is the capture's own."""
+    from neural_avatar.neural.evaluation.metrics import haze_radius
+    from neural_avatar.neural.training.trainer import training_haze_radius
+
+    assert training_haze_radius((512, 512), 0.5) == haze_radius((256, 256)) == 3
+    assert training_haze_radius((512, 512), 1.0) == haze_radius((512, 512)) == 5
+    assert training_haze_radius((512, 384), 0.75) == haze_radius((384, 288)) == 4
+    assert training_haze_radius((512, 512), 1.25) == 5  # zoom-ins do not widen it
+    assert training_haze_radius((32, 32), 0.5) == 1
