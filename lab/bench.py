@@ -156,8 +156,10 @@ def network_gflops(mode: str, res: int, precision: str) -> float:
                       and x.is_floating_point() else x) for k, x in inputs.items()}
     from ..neural.avatar import autocast_context
 
-    if hasattr(av.net, "set_precision"):
-        av.net.set_precision(precision)
+    if hasattr(av.net, "set_precision"):  # the OpenVINO backend: int8 where it holds for auto / int8
+        from ..neural.inference import resolve_precision
+
+        av.net.set_precision(resolve_precision(precision, "cpu"), requested=precision)
     with torch.inference_mode(), autocast_context(av.device, precision):
         counter = FlopCounterMode(display=False)
         with counter:
@@ -215,13 +217,16 @@ def run_dressed(resolutions=(256, 512), repeats: int = 3, log=print) -> dict:
             out["f12_ms"][name][str(res)] = round(ms, 2)
             log(f"dressed F12 {name:<18} {res}²: {ms:9.1f} ms")
     for name in MODES:
-        out["precision_used"][name] = resolve_precision(scene.neural_avatar.precision.lower(), "cpu")
+        requested = scene.neural_avatar.precision.lower()
         from ..engine import avatars as _avatars
 
         _av = _avatars.load(_avatars.default_avatar_path(name), name, "default-neutral-v1", "cpu")
+        # what the F12s above ran: the OpenVINO network reports int8 where it was kept
+        out["precision_used"][name] = getattr(_av.net, "precision_used", None) or resolve_precision(requested, "cpu")
+        if getattr(_av.net, "int8_psnr_db", None) is not None:
+            out.setdefault("int8_psnr_db", {})[name] = _av.net.int8_psnr_db
         out.setdefault("backend", {})[name] = getattr(_av, "backend", "torch")
-        out["network_gflops"][name] = {"512": network_gflops(name, 512 if 512 in resolutions else 64,
-                                                             out["precision_used"][name])}
+        out["network_gflops"][name] = {"512": network_gflops(name, 512 if 512 in resolutions else 64, requested)}
     # Body at full and at half screen height (SMPLpix, 512²): the window's side scaled by the lens.
     setup_render(scene, res=resolutions[-1])
     scene.neural_avatar.mode = "VERTEX_PROJECTION"

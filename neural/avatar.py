@@ -117,7 +117,7 @@ def _check_frame(frame: FrameInputs, num_verts: int | None, num_joints: int | No
 def autocast_context(device: torch.device, precision: str):
     """``torch.autocast`` for ``bf16``/``fp16`` where the device type supports that dtype,
     else a no-op (fp32)."""
-    if precision == "auto":
+    if precision in ("auto", "int8"):
         from .inference import resolve_precision
 
         precision = resolve_precision(precision, device)
@@ -249,7 +249,7 @@ class Avatar(nn.Module):
                 if hasattr(self.net, "set_precision"):  # the OpenVINO backend (neural/inference.py)
                     from .inference import resolve_precision
 
-                    self.net.set_precision(resolve_precision(precision, self.device))
+                    self.net.set_precision(resolve_precision(precision, self.device), requested=precision)
                 with autocast_context(self.device, precision):
                     out = self.run_network(inputs, frame)
                 return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}

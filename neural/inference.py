@@ -8,6 +8,7 @@ bf16). CPU float16 is never used (CPU autocast to fp16 is ~1000× slower).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -47,9 +48,11 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str, device) -> str:
     """``auto``: bf16 on a CPU with native bf16, fp32 on other CPUs, fp32 on GPUs (CUDA/MPS keep
-    their explicit choices). ``fp16`` on a CPU means fp32."""
+    their explicit choices). ``fp16`` on a CPU means fp32. ``int8`` is a request to the OpenVINO
+    backend (:class:`OpenVinoNetwork`); what torch runs besides it, and everything on a GPU, is
+    ``auto``'s choice. The OpenVINO backend may run int8 for ``auto`` and ``int8`` where it holds."""
     dev = torch.device(device).type
-    if precision == "auto":
+    if precision in ("auto", "int8"):
         return "bf16" if dev == "cpu" and cpu_has_bf16() else "fp32"
     if precision == "fp16" and dev == "cpu":
         return "fp32"
@@ -178,9 +181,83 @@ class _StyleCore(nn.Module):
         return self.net(features, self.appearance)
 
 
+INT8_ENV = "NEURAL_AVATAR_INT8"  # "0": never int8
+#: int8 is used only where its output stays this close to Float32 on the frame it was calibrated
+#: on and on that frame mirrored (PSNR over the network's RGB and mask): ``auto`` / ``int8``
+INT8_MIN_PSNR_DB = {"auto": 40.0, "int8": 35.0}
+INT8_KINDS = ("unet", "anr")  # the style UNet's baked modulated weights lose too much (33-35 dB)
+
+
+def _conv_nodes(model):
+    return [n for n in model.get_ordered_ops() if n.get_type_name() == "Convolution"]
+
+
+def quantize_int8(ov_model, inputs) -> "object":
+    """An int8 copy of an exported network: a FakeQuantize (256 levels) before every
+    convolution's data input, calibrated per tensor on ``inputs`` (a list of arrays, one call's
+    inputs: the 0.01-99.99 % percentiles of what reaches that convolution, 0 as the lower end
+    where nothing is negative, as after a ReLU), and one (255 levels, symmetric) on its weights
+    per output channel. OpenVINO's CPU plugin runs such convolutions in u8 x i8 (VNNI), the rest
+    in the precision hint's. ``ov_model`` is not changed."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    core = ov.Core()
+    cal = ov_model.clone()
+    n_out = len(cal.outputs)
+    for n in _conv_nodes(cal):
+        cal.add_outputs([n.input_value(0)])
+    cm = core.compile_model(cal, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = cm(inputs)
+    ranges = []
+    for o in cm.outputs[n_out:]:
+        a = np.asarray(res[o], np.float32).ravel()
+        lo = float(np.percentile(a, 0.01)) if float(a.min()) < 0.0 else 0.0
+        hi = float(np.percentile(a, 99.99))
+        ranges.append((lo, max(hi, lo + 1e-6)))
+    q = ov_model.clone()
+    convs = _conv_nodes(q)
+    if len(convs) != len(ranges):
+        raise RuntimeError("the network's convolutions changed while calibrating")
+
+    def c(v):
+        return ops.constant(np.asarray(v, np.float32).reshape(1, 1, 1, 1))
+
+    for n, (lo, hi) in zip(convs, ranges):
+        fq = ops.fake_quantize(n.input_value(0), c(lo), c(hi), c(lo), c(hi), 256)
+        n.input(0).replace_source_output(fq.output(0))
+        w = n.input_value(1)
+        if w.get_node().get_type_name() != "Constant":
+            continue  # weights computed at run time stay as they are
+        W = np.asarray(w.get_node().get_data(), np.float32)
+        m = (np.abs(W).reshape(W.shape[0], -1).max(1) + 1e-12).reshape((-1,) + (1,) * (W.ndim - 1))
+        fqw = ops.fake_quantize(w, ops.constant(-m), ops.constant(m), ops.constant(-m), ops.constant(m), 255)
+        n.input(1).replace_source_output(fqw.output(0))
+    q.validate_nodes_and_infer_types()
+    return q
+
+
+def _output_psnr(kind: str, a: list, b: list) -> float:
+    """PSNR (dB) between two runs' outputs: RGB and the soft mask (sigmoid of its logit)."""
+    def planes(o):
+        y = np.asarray(o[0], np.float64)
+        if kind == "anr":
+            return np.concatenate([y, 1.0 / (1.0 + np.exp(-np.asarray(o[1], np.float64)))], 1)
+        if y.shape[1] > 3:  # SMPLpix: sigmoid RGB, then the mask logit
+            return np.concatenate([y[:, :3], 1.0 / (1.0 + np.exp(-y[:, 3:4]))], 1)
+        return y
+    mse = float(np.mean((planes(a) - planes(b)) ** 2))
+    return 100.0 if mse <= 1e-20 else min(100.0, 10.0 * math.log10(1.0 / mse))
+
+
 class OpenVinoNetwork(nn.Module):
     """Stands in for an avatar's ``net``: the same call and outputs, computed by OpenVINO. The
-    precision is set per render (:meth:`set_precision`); one compiled model per precision."""
+    precision is set per render (:meth:`set_precision`); one compiled model per precision.
+
+    int8 (``auto`` and ``int8`` requests on the SMPLpix UNet and ANR's R1→R2): on the first call
+    the network is calibrated on that call's input (:func:`quantize_int8`), and kept only if its
+    output is within ``INT8_MIN_PSNR_DB`` of Float32 on that input and on its mirror image;
+    otherwise this network stays at the bf16/fp32 precision for good (``int8_state``)."""
 
     def __init__(self, ov_model, kind: str, threads: int):
         super().__init__()
@@ -188,25 +265,68 @@ class OpenVinoNetwork(nn.Module):
         self.kind = kind
         self.threads = threads
         self.precision = "fp32"
+        self.requested = "fp32"
         self._compiled = {}
+        self.int8_state = "unused"  # "active" | "refused" (PSNR below the bar) | "failed" | "unused"
+        self.int8_psnr_db = None
 
-    def set_precision(self, precision: str) -> None:
+    def set_precision(self, precision: str, requested: str | None = None) -> None:
         self.precision = "bf16" if precision == "bf16" else "fp32"
+        self.requested = requested if requested is not None else precision
 
-    def _model(self):
+    @property
+    def precision_used(self) -> str:
+        return "int8" if self._wants_int8() and self.int8_state == "active" else self.precision
+
+    def _wants_int8(self) -> bool:
+        return (self.requested in INT8_MIN_PSNR_DB and self.kind in INT8_KINDS
+                and os.environ.get(INT8_ENV, "") != "0")
+
+    def _compile(self, model, hint: str):
         import openvino as ov
 
+        return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                      "INFERENCE_NUM_THREADS": str(self.threads)})
+
+    def _model(self):
         if self.precision not in self._compiled:
-            hint = "bf16" if self.precision == "bf16" else "f32"
-            self._compiled[self.precision] = ov.Core().compile_model(
-                self.ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": str(self.threads)})
+            self._compiled[self.precision] = self._compile(self.ov_model, "bf16" if self.precision == "bf16" else "f32")
         return self._compiled[self.precision]
 
+    def _try_int8(self, arrays) -> None:
+        """Calibrate, check against Float32 (this input and its mirror) and keep or refuse."""
+        try:
+            q = quantize_int8(self.ov_model, arrays)
+            cq = self._compile(q, "f32")  # the layers left in float stay float32 (better PSNR, as fast here)
+            if "fp32" not in self._compiled:
+                self._compiled["fp32"] = self._compile(self.ov_model, "f32")
+            ref = self._compiled["fp32"]
+            worst = 100.0
+            for arr in (arrays, [np.ascontiguousarray(a[..., ::-1]) for a in arrays]):
+                r, o = ref(arr), cq(arr)
+                worst = min(worst, _output_psnr(self.kind, [r[x] for x in ref.outputs], [o[x] for x in cq.outputs]))
+            self.int8_psnr_db = round(worst, 2)
+            if worst >= INT8_MIN_PSNR_DB[self.requested]:
+                self._compiled["int8"] = cq
+                self.int8_state = "active"
+            else:
+                self.int8_state = "refused"
+        except Exception:  # noqa: BLE001 - the float model always works
+            self.int8_state = "failed"
+
     def forward(self, x, normals=None, background=None):
-        cm = self._model()
         # ("style": the second argument is the appearance, baked into the exported network)
         args = [x] + ([normals] if self.kind == "anr" and normals is not None else [])
-        res = cm([a.float().contiguous().cpu().numpy() for a in args])
+        arrays = [a.float().contiguous().cpu().numpy() for a in args]
+        cm = None
+        if self._wants_int8():
+            if self.int8_state == "unused":
+                self._try_int8(arrays)
+            if self.int8_state == "active":
+                cm = self._compiled["int8"]
+        if cm is None:
+            cm = self._model()
+        res = cm(arrays)
         outs = [torch.from_numpy(np.ascontiguousarray(res[o])) for o in cm.outputs]
         if self.kind in ("unet", "style"):
             return outs[0]

@@ -42,11 +42,15 @@ DEVICE_ITEMS = [
 # Explicit numbers: .blend files store the number, so FP32/BF16/FP16 keep theirs (0-2) from before AUTO.
 PRECISION_ITEMS = [
     ("AUTO", "Auto", "BFloat16 on CPUs that compute it natively (AVX512-BF16/AMX: about 4x faster, 75 dB from "
-                     "Float32), Float32 elsewhere", 3),
+                     "Float32), Float32 elsewhere; with OpenVINO, int8 convolutions where they stay within 40 dB "
+                     "of Float32", 3),
     ("FP32", "Float32", "Full precision", 0),
     ("BF16", "BFloat16", "Half precision (bfloat16) inference where the device supports it", 1),
     ("FP16", "Float16", "Half precision (float16) inference on GPUs; on a CPU it runs in Float32 "
                         "(CPU float16 is ~1000x slower)", 2),
+    ("INT8", "Int8", "8-bit convolutions on the CPU with OpenVINO (SMPLpix, ANR), calibrated on each avatar's "
+                     "first frame and used where it stays within 35 dB of Float32 (Auto asks for 40 dB); "
+                     "elsewhere as Auto", 4),
 ]
 MODEL_ITEMS = [
     ("DEFAULT", "Default (open)", "Embedded, freely licensed SMPL-format body (no download)"),

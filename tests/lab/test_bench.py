@@ -21,6 +21,6 @@ def test_dressed_bench_keys(addon):
         assert out["f12_ms"][name]["48"] > 0
     assert set(out["body_scale_ms"]) == {"1.0", "0.5"}
     for name in bench.MODES:
-        assert out["precision_used"][name] in ("bf16", "fp32")
+        assert out["precision_used"][name] in ("bf16", "fp32", "int8")
         assert out["network_gflops"][name]["512"] > 0
         assert out["vs"][name]["48"]["CYCLES_GT"] > 0

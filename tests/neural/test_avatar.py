@@ -96,7 +96,7 @@ def test_render_half_precision_cpu(mode, precision):
     assert (out["rgb"] - ref["rgb"]).abs().max() < 0.05
     assert torch.equal(av.render(f)["rgb"], ref["rgb"])  # deterministic in eval
     with pytest.raises(NeuralAvatarError, match="precision"):
-        av.render(f, precision="int8")
+        av.render(f, precision="int4")
 
 
 def test_frame_background_and_checks():

@@ -152,3 +152,68 @@ def test_openvino_runs_the_style_unet_with_the_appearance_baked_in(tmp_path, mon
     assert _psnr(ref2["rgb"], ref["rgb"]) < 40  # a different person paints differently
     assert _psnr(_openvino_copy(other, path).render(frame, precision="fp32")["rgb"], ref2["rgb"]) >= 60
     assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 2
+
+
+def _moved(frame):
+    """Another view of the same body: the camera turned ~25° about the body's vertical axis."""
+    import math
+
+    a = math.radians(25.0)
+    Ry = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    return FrameInputs(verts=frame.verts, joints=frame.joints, K=frame.K, R=frame.R @ Ry, t=frame.t, size=frame.size)
+
+
+@pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE"])
+def test_int8_on_the_shipped_avatars_stays_within_35_db(mode, tmp_path, monkeypatch):
+    """int8 (OpenVINO, calibrated on the first frame an avatar renders): on the shipped SMPLpix and
+    ANR avatars the network's output stays within 35 dB of eager fp32 torch, on the calibration
+    frame and on another view it was not calibrated on; the network says it runs int8."""
+    pytest.importorskip("openvino")
+    from neural_avatar.engine import avatars
+    from neural_avatar.neural.bundle import load_bundle
+
+    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
+    path = avatars.default_avatar_path(mode)
+    av = load_bundle(path).eval()
+    model = body.load_default()
+    f1 = _frame(model, size=128)
+    f2 = _moved(f1)
+    refs = [av.render(f, precision="fp32") for f in (f1, f2)]
+    fast = _openvino_copy(av, path)
+    outs = [fast.render(f, precision="int8") for f in (f1, f2)]
+    assert fast.net.int8_state == "active" and fast.net.precision_used == "int8", fast.net.int8_state
+    assert fast.net.int8_psnr_db >= 35.0
+    for out, ref in zip(outs, refs):
+        for key in ("rgb_fg", "mask", "rgb"):
+            assert _psnr(out[key], ref[key]) >= 35.0, (key, _psnr(out[key], ref[key]))
+
+
+def test_int8_is_refused_below_its_bar_and_can_be_switched_off(tmp_path, monkeypatch):
+    """Where int8 does not hold (here: a bar no quantised network reaches) the network keeps its
+    float precision for good, with the same pictures as bf16/fp32; ``NEURAL_AVATAR_INT8=0``
+    never tries it; fp32 and bf16 requests never use it."""
+    pytest.importorskip("openvino")
+    from neural_avatar.neural import inference
+    from neural_avatar.neural.bundle import save_bundle
+
+    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
+    model = body.load_default()
+    av = build_avatar(AvatarConfig.default("VERTEX_PROJECTION", resolution=64), model).eval()
+    _randomise_batchnorm(av)
+    path = tmp_path / "a.safetensors"
+    save_bundle(av, path)
+    frame = _frame(model, size=64)
+    fast = _openvino_copy(av, path)
+    fast.render(frame, precision="fp32")
+    fast.render(frame, precision="bf16")
+    assert fast.net.int8_state == "unused" and fast.net.precision_used in ("fp32", "bf16")
+    monkeypatch.setattr(inference, "INT8_MIN_PSNR_DB", {"auto": 1000.0, "int8": 1000.0})
+    out = fast.render(frame, precision="int8")
+    assert fast.net.int8_state == "refused" and fast.net.int8_psnr_db < 1000.0
+    assert fast.net.precision_used == inference.resolve_precision("int8", "cpu")
+    same = fast.render(frame, precision=inference.resolve_precision("auto", "cpu"))
+    assert torch.equal(out["rgb"], same["rgb"])
+    monkeypatch.setenv("NEURAL_AVATAR_INT8", "0")
+    off = _openvino_copy(av, path)
+    off.render(frame, precision="auto")
+    assert off.net.int8_state == "unused"
