@@ -93,14 +93,16 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         K = np.array(cam.K, np.float64)
         K[0, 2] -= x0
         K[1, 2] -= y0
-        win = crop_lib.body_crop(b.verts, K, cam.R, cam.t, w, h, int(avatar.config.resolution))
+        # the body projected once a frame: the window, the region and the gate all read these
+        uv = crop_lib.project_front(b.verts, K, cam.R, cam.t)
+        win = crop_lib.body_crop(b.verts, K, cam.R, cam.t, w, h, int(avatar.config.resolution), uv=uv)
         zc = (b.verts @ np.asarray(cam.R, np.float32).T + np.asarray(cam.t, np.float32))[:, 2]
         if win is None:  # behind the camera or outside the frame: nothing to paint
             LAST_CROPS[b.name] = None
             continue
         LAST_CROPS[b.name] = win
         jobs.append({"b": b, "path": path, "mode": body_mode, "avatar": avatar, "win": win, "K": K, "zc": zc,
-                     "K_win": crop_lib.crop_intrinsics(K, win)})
+                     "K_win": crop_lib.crop_intrinsics(K, win), "uv_win": crop_lib.to_window(uv, win)})
     # 2. the networks: bodies that share an avatar and a window size run as one batch
     groups: dict = {}
     for j in jobs:
@@ -119,8 +121,8 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # projected box grown by the gate's reach): about half the window for a standing body.
         rh, rw = r, r
         if USE_REGIONS and avatar.config.mode in crop_lib.REGION_MODES:
-            ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r, mode=avatar.config.mode)
-                   for j in grp]
+            ext = [crop_lib.body_extent(j["b"].verts, j["K_win"], cam.R, cam.t, r, mode=avatar.config.mode,
+                                        uv=j["uv_win"]) for j in grp]
             rh, rw = crop_lib.region_size(ext, r)
             for j, e in zip(grp, ext):
                 ox, oy = crop_lib.place_region(e, rh, rw, r)
@@ -162,7 +164,7 @@ def run_bodies(bodies, cam, mode: str, device: str, precision: str, abspath=None
         # everything stays at the network's size: the region (gate, feather and paste read it at
         # its place in the window, which is background outside it) or the whole window
         ox, oy, rx1, ry1 = j.get("region", (0, 0, r, r))
-        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r, region=(ox, oy, rx1, ry1))
+        gate = crop_lib.silhouette_gate(b.verts, K_win, cam.R, cam.t, r, region=(ox, oy, rx1, ry1), uv=j["uv_win"])
         mask_c = crop_lib.feather(out["mask"][:1] * gate.to(out["mask"].device), res=r, offset=(ox, oy))
         if not bool(torch.isfinite(out["rgb_fg"]).all()) or not bool(torch.isfinite(mask_c).all()):
             raise NeuralAvatarError(f"The avatar for '{b.name}' produced invalid values (NaN/inf). "

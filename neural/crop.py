@@ -64,13 +64,26 @@ def _project_front(verts, K, R, t) -> np.ndarray:
     return (Xc[front] @ np.asarray(K, np.float64).T)[:, :2] / Xc[front, 2:3]
 
 
+def project_front(verts, K, R, t) -> np.ndarray:
+    """Pixel positions ``(F, 2)`` (float64) of the body's vertices in front of the camera, for
+    the ``uv=`` of :func:`body_crop`; :func:`to_window` moves them into a window's pixels, so a
+    body is projected once a frame."""
+    return _project_front(verts, K, R, t)
+
+
+def to_window(uv: np.ndarray, crop: "Crop") -> np.ndarray:
+    """Frame pixel positions -> the window's network pixels (what :func:`crop_intrinsics`' K
+    projects to): shifted by the window's corner, scaled by ``crop.scale``."""
+    return (np.asarray(uv, np.float64) - np.array([crop.x0, crop.y0])) * crop.scale
+
+
 def body_crop(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
-              train_res: int, fill: float = FILL) -> Optional[Crop]:
+              train_res: int, fill: float = FILL, uv: Optional[np.ndarray] = None) -> Optional[Crop]:
     """The window for a body with world-space ``verts`` (V, 3) seen by camera ``K, R, t`` in a
     ``width`` × ``height`` frame; None when the body is wholly behind the camera or outside the
-    frame."""
+    frame. ``uv``: the vertices' :func:`project_front` by this K, when already computed."""
     verts = np.asarray(verts, np.float64)
-    uv = _project_front(verts, K, R, t)
+    uv = _project_front(verts, K, R, t) if uv is None else uv
     if not len(uv):
         return None
     K = np.asarray(K, np.float64)
@@ -187,7 +200,8 @@ GATE_DILATE = 0.035  # fraction of the window side the body's silhouette is grow
 
 
 def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, res: int,
-                    dilate: float = GATE_DILATE, region: Optional[tuple] = None) -> torch.Tensor:
+                    dilate: float = GATE_DILATE, region: Optional[tuple] = None,
+                    uv: Optional[np.ndarray] = None) -> torch.Tensor:
     """``(1, 1, res, res)`` in [0, 1]: 1 on and near the body's projected vertices (grown by
     ``dilate`` of the side, then softened over as much again), 0 far from it. Multiplying the
     predicted mask by it removes what an avatar paints far from the body (a faint veil in
@@ -200,10 +214,11 @@ def silhouette_gate(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarr
     ``region = (x0, y0, x1, y1)`` (window pixels) returns only that part, ``(1, 1, y1-y0, x1-x0)``:
     the same values as the whole window's gate cut there, upsampling only the low-side rows and
     columns the region's bilinear footprint reads (the whole 512² upsample was most of the gate's
-    cost on a body's region)."""
+    cost on a body's region). ``uv``: the vertices' window pixel positions by this K (as
+    :func:`to_window` gives them), when already computed."""
     s = max(1, int(res) // GATE_RES)
     rl = -(-int(res) // s)
-    uv = _project_front(verts, K, R, t) / s
+    uv = (_project_front(verts, K, R, t) if uv is None else np.asarray(uv, np.float64)) / s
     j, i = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     ok = (j >= 0) & (j < rl) & (i >= 0) & (i < rl)
     m = torch.zeros(1, 1, rl, rl)
@@ -249,11 +264,11 @@ window."""
 
 
 def body_extent(verts: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, res: int,
-                margin: Optional[float] = None, mode: Optional[str] = None):
+                margin: Optional[float] = None, mode: Optional[str] = None, uv: Optional[np.ndarray] = None):
     """``(x0, y0, x1, y1)`` in window pixels: the box of the body's projected vertices grown by
     ``margin`` of the side (at least ``REGION_MIN_MARGIN_PX``, or the ``mode``'s own minimum) and
-    clipped to the window."""
-    uv = _project_front(verts, K, R, t)
+    clipped to the window. ``uv``: those window pixel positions, when already computed."""
+    uv = _project_front(verts, K, R, t) if uv is None else uv
     if not len(uv):
         return (0, 0, res, res)
     m = max((REGION_MARGIN if margin is None else margin) * res,

@@ -281,3 +281,24 @@ def test_the_style_unet_on_a_region_paints_what_the_whole_window_paints(res):
     psnr = float(10 * torch.log10(1.0 / ((a - b) ** 2).mean().clamp_min(1e-12)))
     print("HVS region", (rh, rw), "of", res, "PSNR", psnr)
     assert psnr >= 50.0, psnr
+
+
+def test_projecting_once_gives_the_window_region_and_gate_of_projecting_each_time():
+    """The engine projects a body once a frame (``project_front``, then ``to_window``): the window,
+    the region and the gate are those each function computes from its own K."""
+    v = _body()
+    K, R, t = _cam(3.0)
+    K = K.copy()
+    K[0, 1] = 2.0  # a skewed camera too
+    uv = C.project_front(v, K, R, t)
+    w = C.body_crop(v, K, R, t, 512, 512, train_res=256, uv=uv)
+    assert w == C.body_crop(v, K, R, t, 512, 512, train_res=256)
+    Kw = C.crop_intrinsics(K, w)
+    uw = C.to_window(uv, w)
+    assert np.allclose(uw, C.project_front(v, Kw, R, t), atol=1e-9)
+    ext = C.body_extent(v, Kw, R, t, w.res, uv=uw)
+    assert ext == C.body_extent(v, Kw, R, t, w.res)
+    region = (ext[0], ext[1], ext[2], ext[3])
+    g1 = C.silhouette_gate(v, Kw, R, t, w.res, region=region, uv=uw)
+    g0 = C.silhouette_gate(v, Kw, R, t, w.res, region=region)
+    assert torch.equal(g1, g0)
