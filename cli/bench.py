@@ -42,6 +42,7 @@ def main(argv=None) -> int:
         results["network_gflops"] = dressed["network_gflops"]
         results["precision_used"] = dressed["precision_used"]
         results["backend"] = dressed.get("backend", {})
+        results["int8_psnr_db"] = dressed.get("int8_psnr_db", {})  # int8 vs Float32 where it was tried
     if a.json:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:

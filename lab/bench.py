@@ -105,8 +105,9 @@ def _import_speed(bpy, body, n=10000) -> float:
 
 
 def peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
-    """Measured matmul throughput of this machine (GFLOP/s) in fp32 and bf16, same threads as
-    rendering: the reference for how close the networks run to peak."""
+    """Measured matmul throughput of this machine (GFLOP/s) in fp32 and bf16, and int8 (GOP/s,
+    ``torch._int_mm``, where this torch has it on the CPU), same threads as rendering: the
+    reference for how close the networks run to peak in the precision they run in."""
     import torch
 
     from ..neural.inference import set_threads
@@ -122,6 +123,16 @@ def peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
             a @ b
         dt = (time.perf_counter() - t0) / repeats
         out[name] = round(2.0 * n ** 3 / dt / 1e9, 1)
+    try:
+        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        torch._int_mm(a, b)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            torch._int_mm(a, b)
+        out["int8"] = round(2.0 * n ** 3 / ((time.perf_counter() - t0) / repeats) / 1e9, 1)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        pass  # no CPU int8 matmul in this torch: int8 networks are compared with bf16's peak
     return out
 
 
