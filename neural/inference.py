@@ -182,8 +182,8 @@ class _StyleCore(nn.Module):
 
 
 INT8_ENV = "NEURAL_AVATAR_INT8"  # "0": never int8
-#: int8 is used only where its output stays this close to Float32 on the frame it was calibrated
-#: on and on that frame mirrored (PSNR over the network's RGB and mask): ``auto`` / ``int8``
+#: int8 is used only where its picture stays this close to Float32 on the frame it was calibrated
+#: on and on that frame mirrored (PSNR over the premultiplied RGB and the mask): ``auto`` / ``int8``
 INT8_MIN_PSNR_DB = {"auto": 40.0, "int8": 35.0}
 INT8_KINDS = ("unet", "anr")  # the style UNet's baked modulated weights lose too much (33-35 dB)
 
@@ -238,13 +238,16 @@ def quantize_int8(ov_model, inputs) -> "object":
 
 
 def _output_psnr(kind: str, a: list, b: list) -> float:
-    """PSNR (dB) between two runs' outputs: RGB and the soft mask (sigmoid of its logit)."""
+    """PSNR (dB) between two runs' pictures: the premultiplied RGB (what the engine pastes; the
+    colour where the mask is 0 is never seen) and the soft mask (sigmoid of its logit)."""
     def planes(o):
         y = np.asarray(o[0], np.float64)
         if kind == "anr":
-            return np.concatenate([y, 1.0 / (1.0 + np.exp(-np.asarray(o[1], np.float64)))], 1)
+            m = 1.0 / (1.0 + np.exp(-np.asarray(o[1], np.float64)))
+            return np.concatenate([y * m, m], 1)
         if y.shape[1] > 3:  # SMPLpix: sigmoid RGB, then the mask logit
-            return np.concatenate([y[:, :3], 1.0 / (1.0 + np.exp(-y[:, 3:4]))], 1)
+            m = 1.0 / (1.0 + np.exp(-y[:, 3:4]))
+            return np.concatenate([y[:, :3] * m, m], 1)
         return y
     mse = float(np.mean((planes(a) - planes(b)) ** 2))
     return 100.0 if mse <= 1e-20 else min(100.0, 10.0 * math.log10(1.0 / mse))
