@@ -302,33 +302,6 @@ class VertexProjectionAvatar(Avatar):
         if vertex_colors.shape != (V, 3):
             raise NeuralAvatarError(f"Vertex colours must be ({V}, 3), got {tuple(vertex_colors.shape)}.")
         self.identity.vertex_colors = nn.Parameter(vertex_colors.clone())
-        # SMPLpix's upsampled topology (UNetConfig.subdivide): per level, the edges whose
-        # midpoints are appended (derived from the faces, not saved); the projected points are
-        # the body's vertices followed by those midpoints
-        self._levels: list[torch.Tensor] = []
-        self.num_points = V
-        if config.unet.subdivide:
-            if faces is None:
-                raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs the body's faces.")
-            from .inputs.project import subdivide_midpoints
-
-            f = (faces if torch.is_tensor(faces) else torch.from_numpy(np.array(faces, dtype=np.int64))).long()
-            if f.is_meta:
-                raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs the body's faces' values.")
-            f = f.cpu()
-            for _ in range(int(config.unet.subdivide)):
-                edges, f = subdivide_midpoints(f, self.num_points)
-                self._levels.append(edges)
-                self.num_points += int(edges.shape[0])
-            self._dense_faces = f
-        D = config.unet.descriptors
-        if D:
-            # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors), U[-1, 1]
-            # like ANR's neural texture and the same for every identity (fixed seed). Not small:
-            # a warm start zero-extends the first conv (trainer._warm_start), and under Adam the
-            # descriptors' effect then grows with lr x their magnitude
-            g = torch.Generator().manual_seed(0)
-            self.identity.vertex_descriptors = nn.Parameter(torch.rand(self.num_points, D, generator=g) * 2.0 - 1.0)
         if config.unet.point_splat:
             # footprint splats (project.footprint_radii) need the mesh's edges; the faces travel
             # in the bundle like ANR's
@@ -340,6 +313,32 @@ class VertexProjectionAvatar(Avatar):
             self.register_buffer("faces", faces)
             # the mesh's edges, derived from the faces on first use (not saved)
             self.register_buffer("edges", torch.empty(0, 2, dtype=torch.long, device=faces.device), persistent=False)
+        # SMPLpix's upsampled topology (UNetConfig.subdivide, which needs point_splat and so the
+        # faces above): per level, the edges whose midpoints are appended (derived from the
+        # faces, not saved); the projected points are the body's vertices followed by them, and
+        # the splats are sized by the subdivided mesh's edges
+        self._levels: list[str] = []
+        self.num_points = V
+        if config.unet.subdivide:
+            from .inputs.project import mesh_edges, subdivide_midpoints
+
+            if not config.unet.point_splat or faces.is_meta:
+                raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs point splats and the body's faces.")
+            f = faces
+            for level in range(int(config.unet.subdivide)):
+                edges, f = subdivide_midpoints(f, self.num_points)
+                self.register_buffer(f"subdivision_edges_{level}", edges, persistent=False)
+                self._levels.append(f"subdivision_edges_{level}")
+                self.num_points += int(edges.shape[0])
+            self.edges = mesh_edges(f)
+        D = config.unet.descriptors
+        if D:
+            # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors), U[-1, 1]
+            # like ANR's neural texture and the same for every identity (fixed seed). Not small:
+            # a warm start zero-extends the first conv (trainer._warm_start), and under Adam the
+            # descriptors' effect then grows with lr x their magnitude
+            g = torch.Generator().manual_seed(0)
+            self.identity.vertex_descriptors = nn.Parameter(torch.rand(self.num_points, D, generator=g) * 2.0 - 1.0)
         self.net = SMPLpixUNet(config.unet)
         if config.unet.out_ch != 3 + int(config.output_mask):
             raise NeuralAvatarError(
@@ -354,8 +353,8 @@ class VertexProjectionAvatar(Avatar):
         subdivision levels' edge midpoints appended (identity without ``unet.subdivide``)."""
         from .inputs.project import midpoints
 
-        for edges in self._levels:
-            x = midpoints(x, edges)
+        for name in self._levels:
+            x = midpoints(x, getattr(self, name))
         return x
 
     @staticmethod
@@ -387,7 +386,7 @@ class VertexProjectionAvatar(Avatar):
             from .inputs.project import footprint_radii, mesh_edges
 
             if self.edges.numel() == 0:
-                self.edges = mesh_edges(self._dense_faces if self._levels else self.faces).to(self.faces.device)
+                self.edges = mesh_edges(self.faces)
             radii = footprint_radii(verts, self.edges, frame.K, frame.R, frame.t)
         D = self.config.unet.descriptors
         if D:

@@ -205,12 +205,17 @@ def project_vertices(
     return img
 
 
-def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
-    """Unique undirected edges ``(E, 2)`` (int64, lower index first) of a triangle mesh ``(F, 3)``."""
-    f = torch.as_tensor(faces).long().reshape(-1, 3)
+def _edges_of(f: torch.Tensor, return_inverse: bool = False):
+    """Unique undirected edges of faces ``f (F, 3)`` (int64), each face's ab, bc, ca in turn."""
     e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
     e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+    return torch.unique(e, dim=0, return_inverse=return_inverse)
+
+
+def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
+    """Unique undirected edges ``(E, 2)`` (int64, lower index first) of a triangle mesh ``(F, 3)``."""
+    f = faces if torch.is_tensor(faces) else torch.as_tensor(faces)  # a tensor stays where it is
+    return _edges_of(f.long().reshape(-1, 3))
 
 
 def subdivide_midpoints(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,9 +227,7 @@ def subdivide_midpoints(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tens
     keeping its winding. Runs where ``faces`` lives (also inside a ``torch.device("meta")``
     context, where a bundle's network is first built to check its size)."""
     f = (faces if torch.is_tensor(faces) else torch.as_tensor(np.asarray(faces), device="cpu")).long().reshape(-1, 3)
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
-    e = torch.sort(e, dim=1).values
-    edges, inv = torch.unique(e, dim=0, return_inverse=True)
+    edges, inv = _edges_of(f, return_inverse=True)
     m = int(num_verts) + inv.view(3, -1).T  # (F, 3): midpoints of ab, bc, ca
     a, b, c = f.unbind(1)
     mab, mbc, mca = m.unbind(1)
