@@ -8,6 +8,7 @@ bf16). CPU float16 is never used (CPU autocast to fp16 is ~1000× slower).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -192,22 +193,18 @@ def _conv_nodes(model):
     return [n for n in model.get_ordered_ops() if n.get_type_name() == "Convolution"]
 
 
-def quantize_int8(ov_model, inputs) -> "object":
-    """An int8 copy of an exported network: a FakeQuantize (256 levels) before every
-    convolution's data input, calibrated per tensor on ``inputs`` (a list of arrays, one call's
-    inputs: the 0.01-99.99 % percentiles of what reaches that convolution, 0 as the lower end
-    where nothing is negative, as after a ReLU), and one (255 levels, symmetric) on its weights
-    per output channel. OpenVINO's CPU plugin runs such convolutions in u8 x i8 (VNNI), the rest
-    in the precision hint's. ``ov_model`` is not changed."""
+def calibrate_int8(ov_model, inputs) -> list:
+    """The activation ranges :func:`quantize_int8` uses: for every convolution's data input, in
+    graph order, ``(lo, hi)`` = the 0.01-99.99 % percentiles of what reaches it on ``inputs`` (a
+    list of arrays, one call's inputs), 0 as the lower end where nothing is negative (after a
+    ReLU)."""
     import openvino as ov
-    import openvino.opset13 as ops
 
-    core = ov.Core()
     cal = ov_model.clone()
     n_out = len(cal.outputs)
     for n in _conv_nodes(cal):
         cal.add_outputs([n.input_value(0)])
-    cm = core.compile_model(cal, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cm = ov.Core().compile_model(cal, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     res = cm(inputs)
     ranges = []
     for o in cm.outputs[n_out:]:
@@ -215,6 +212,19 @@ def quantize_int8(ov_model, inputs) -> "object":
         lo = float(np.percentile(a, 0.01)) if float(a.min()) < 0.0 else 0.0
         hi = float(np.percentile(a, 99.99))
         ranges.append((lo, max(hi, lo + 1e-6)))
+    return ranges
+
+
+def quantize_int8(ov_model, inputs=None, ranges=None) -> "object":
+    """An int8 copy of an exported network: a FakeQuantize (256 levels) before every
+    convolution's data input over its calibrated range (``ranges``, or :func:`calibrate_int8` on
+    ``inputs``), and one (255 levels, symmetric) on its weights per output channel. OpenVINO's
+    CPU plugin runs such convolutions in u8 x i8 (VNNI), the rest in the precision hint's.
+    ``ov_model`` is not changed."""
+    import openvino.opset13 as ops
+
+    if ranges is None:
+        ranges = calibrate_int8(ov_model, inputs)
     q = ov_model.clone()
     convs = _conv_nodes(q)
     if len(convs) != len(ranges):
@@ -260,11 +270,14 @@ class OpenVinoNetwork(nn.Module):
     int8 (``auto`` and ``int8`` requests on the SMPLpix UNet and ANR's R1→R2): on the first call
     the network is calibrated on that call's input (:func:`quantize_int8`), and kept only if its
     output is within ``INT8_MIN_PSNR_DB`` of Float32 on that input and on its mirror image;
-    otherwise this network stays at the bf16/fp32 precision for good (``int8_state``)."""
+    otherwise this network stays at the bf16/fp32 precision for good (``int8_state``). The
+    calibration and its PSNR are cached in ``int8_cache`` (beside the exported IR): later sessions
+    rebuild the same int8 network and reach the same decision without calibrating again."""
 
-    def __init__(self, ov_model, kind: str, threads: int):
+    def __init__(self, ov_model, kind: str, threads: int, int8_cache: str | None = None):
         super().__init__()
         self.ov_model = ov_model
+        self.int8_cache = int8_cache  # JSON beside the cached IR: the calibration and its PSNR
         self.kind = kind
         self.threads = threads
         self.precision = "fp32"
@@ -296,19 +309,70 @@ class OpenVinoNetwork(nn.Module):
             self._compiled[self.precision] = self._compile(self.ov_model, "bf16" if self.precision == "bf16" else "f32")
         return self._compiled[self.precision]
 
-    def _try_int8(self, arrays) -> None:
-        """Calibrate, check against Float32 (this input and its mirror) and keep or refuse."""
+    def _read_int8_cache(self):
+        """``(ranges, psnr_db)`` from this network's int8 cache file, or None when there is none
+        or it does not fit this network exactly (a damaged or foreign file is ignored)."""
+        if not self.int8_cache or not os.path.isfile(self.int8_cache):
+            return None
         try:
-            q = quantize_int8(self.ov_model, arrays)
-            cq = self._compile(q, "f32")  # the layers left in float stay float32 (better PSNR, as fast here)
-            if "fp32" not in self._compiled:
-                self._compiled["fp32"] = self._compile(self.ov_model, "f32")
-            ref = self._compiled["fp32"]
-            worst = 100.0
-            for arr in (arrays, [np.ascontiguousarray(a[..., ::-1]) for a in arrays]):
-                r, o = ref(arr), cq(arr)
-                worst = min(worst, _output_psnr(self.kind, [r[x] for x in ref.outputs], [o[x] for x in cq.outputs]))
-            self.int8_psnr_db = round(worst, 2)
+            if os.path.getsize(self.int8_cache) > 1 << 20:
+                return None
+            with open(self.int8_cache, encoding="utf-8") as f:
+                d = json.load(f)
+            if not isinstance(d, dict) or d.get("version") != 1:
+                return None
+            ranges, psnr = d.get("ranges"), d.get("psnr_db")
+            if (not isinstance(ranges, list) or len(ranges) != len(_conv_nodes(self.ov_model))
+                    or not isinstance(psnr, (int, float)) or not math.isfinite(psnr)):
+                return None
+            out = []
+            for r in ranges:
+                if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)):
+                    return None
+                lo, hi = float(r[0]), float(r[1])
+                if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+                    return None
+                out.append((lo, hi))
+            return out, float(psnr)
+        except (OSError, ValueError):
+            return None
+
+    def _write_int8_cache(self, ranges, psnr_db: float) -> None:
+        if not self.int8_cache:
+            return
+        try:
+            tmp = f"{self.int8_cache}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "psnr_db": psnr_db, "ranges": [list(r) for r in ranges]}, f)
+            os.replace(tmp, self.int8_cache)
+        except OSError:
+            pass  # a read-only cache only costs the calibration next time
+
+    def _try_int8(self, arrays) -> None:
+        """Calibrate, check against Float32 (this input and its mirror) and keep or refuse. The
+        calibration and the PSNR it reached are cached beside the exported network, so every later
+        session makes the same decision without calibrating (the first frame ever rendered decides)."""
+        try:
+            cached = self._read_int8_cache()
+            if cached is not None:
+                ranges, worst = cached
+                q = quantize_int8(self.ov_model, ranges=ranges)
+            else:
+                ranges = calibrate_int8(self.ov_model, arrays)
+                q = quantize_int8(self.ov_model, ranges=ranges)
+            if cached is None or worst >= INT8_MIN_PSNR_DB[self.requested]:
+                cq = self._compile(q, "f32")  # the layers left in float stay float32 (better PSNR, as fast here)
+            if cached is None:
+                if "fp32" not in self._compiled:
+                    self._compiled["fp32"] = self._compile(self.ov_model, "f32")
+                ref = self._compiled["fp32"]
+                worst = 100.0
+                for arr in (arrays, [np.ascontiguousarray(a[..., ::-1]) for a in arrays]):
+                    r, o = ref(arr), cq(arr)
+                    worst = min(worst, _output_psnr(self.kind, [r[x] for x in ref.outputs], [o[x] for x in cq.outputs]))
+                worst = round(worst, 2)
+                self._write_int8_cache(ranges, worst)
+            self.int8_psnr_db = worst
             if worst >= INT8_MIN_PSNR_DB[self.requested]:
                 self._compiled["int8"] = cq
                 self.int8_state = "active"
@@ -405,7 +469,7 @@ def attach_openvino(avatar, bundle_path: str, warn=None) -> bool:
             os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")  # weights first: an .xml always has its .bin
             os.replace(tmp, xml)
         kind = {"VERTEX_PROJECTION": "unet", "NEURAL_TEXTURE": "anr", "GAUSSIAN_BONES": "style"}[mode]
-        avatar.net = OpenVinoNetwork(model, kind, torch.get_num_threads())
+        avatar.net = OpenVinoNetwork(model, kind, torch.get_num_threads(), int8_cache=xml[:-4] + ".int8.json")
         avatar.backend = "openvino"
         return True
     except Exception as e:  # noqa: BLE001 - the torch path always works

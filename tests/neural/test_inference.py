@@ -223,3 +223,58 @@ def test_int8_is_refused_below_its_bar_and_can_be_switched_off(tmp_path, monkeyp
     off = _openvino_copy(av, path)
     off.render(frame, precision="auto")
     assert off.net.int8_state == "unused"
+
+
+def test_int8_calibration_and_decision_are_cached_beside_the_exported_network(tmp_path, monkeypatch):
+    """The first int8 render calibrates, checks and writes ``<IR>.int8.json``; a later session
+    (a fresh avatar on the same cache) rebuilds the same int8 network from it without calibrating
+    or checking again: the same pictures and the same decision. A cached PSNR below the bar is
+    refused without calibrating; a damaged or foreign file is ignored and recalibrated."""
+    pytest.importorskip("openvino")
+    import json
+
+    from neural_avatar.neural import inference
+    from neural_avatar.neural.bundle import save_bundle
+
+    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
+    model = body.load_default()
+    av = build_avatar(AvatarConfig.default("VERTEX_PROJECTION", resolution=64), model).eval()
+    _randomise_batchnorm(av)
+    path = tmp_path / "a.safetensors"
+    save_bundle(av, path)
+    frame = _frame(model, size=64)
+    monkeypatch.setattr(inference, "INT8_MIN_PSNR_DB", {"auto": 1.0, "int8": 1.0})
+    first = _openvino_copy(av, path)
+    out1 = first.render(frame, precision="int8")
+    assert first.net.int8_state == "active", first.net.int8_state
+    files = list((tmp_path / "cache" / "openvino").glob("*.int8.json"))
+    assert len(files) == 1 and first.net.int8_cache == str(files[0])
+    saved = json.loads(files[0].read_text())
+    assert saved["psnr_db"] == first.net.int8_psnr_db
+    assert len(saved["ranges"]) == len(inference._conv_nodes(first.net.ov_model))
+
+    calls = []
+    real_calibrate = inference.calibrate_int8
+    monkeypatch.setattr(inference, "calibrate_int8", lambda *a, **k: calls.append(1) or real_calibrate(*a, **k))
+    again = _openvino_copy(av, path)
+    out2 = again.render(_moved(frame), precision="int8")  # another first frame: the cache decides
+    out2 = again.render(frame, precision="int8")
+    assert calls == [] and again.net.int8_state == "active"
+    assert again.net.int8_psnr_db == first.net.int8_psnr_db
+    assert _psnr(out2["rgb"], out1["rgb"]) >= 80.0
+
+    monkeypatch.setattr(inference, "INT8_MIN_PSNR_DB", {"auto": saved["psnr_db"] + 1.0, "int8": saved["psnr_db"] + 1.0})
+    refused = _openvino_copy(av, path)
+    refused.render(frame, precision="int8")
+    assert calls == [] and refused.net.int8_state == "refused"
+
+    monkeypatch.setattr(inference, "INT8_MIN_PSNR_DB", {"auto": 1.0, "int8": 1.0})
+    for damaged in ({"version": 1, "psnr_db": 50.0, "ranges": saved["ranges"][:-1]},
+                    {"version": 1, "psnr_db": 50.0, "ranges": [[1.0, float("nan")]] * len(saved["ranges"])},
+                    "not json {"):
+        files[0].write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+        calls.clear()
+        fresh = _openvino_copy(av, path)
+        fresh.render(frame, precision="int8")
+        assert calls == [1] and fresh.net.int8_state == "active"
+        assert json.loads(files[0].read_text())["ranges"] == saved["ranges"]  # rewritten from the calibration
