@@ -215,16 +215,14 @@ def calibrate_int8(ov_model, inputs) -> list:
     return ranges
 
 
-def quantize_int8(ov_model, inputs=None, ranges=None) -> "object":
+def quantize_int8(ov_model, ranges) -> "object":
     """An int8 copy of an exported network: a FakeQuantize (256 levels) before every
-    convolution's data input over its calibrated range (``ranges``, or :func:`calibrate_int8` on
-    ``inputs``), and one (255 levels, symmetric) on its weights per output channel. OpenVINO's
-    CPU plugin runs such convolutions in u8 x i8 (VNNI), the rest in the precision hint's.
-    ``ov_model`` is not changed."""
+    convolution's data input over its calibrated range (``ranges``, from :func:`calibrate_int8`),
+    and one (255 levels, symmetric) on its weights per output channel. OpenVINO's CPU plugin runs
+    such convolutions in u8 x i8 (VNNI), the rest in the precision hint's. ``ov_model`` is not
+    changed."""
     import openvino.opset13 as ops
 
-    if ranges is None:
-        ranges = calibrate_int8(ov_model, inputs)
     q = ov_model.clone()
     convs = _conv_nodes(q)
     if len(convs) != len(ranges):
@@ -268,7 +266,7 @@ class OpenVinoNetwork(nn.Module):
     precision is set per render (:meth:`set_precision`); one compiled model per precision.
 
     int8 (``auto`` and ``int8`` requests on the SMPLpix UNet and ANR's R1→R2): on the first call
-    the network is calibrated on that call's input (:func:`quantize_int8`), and kept only if its
+    the network is calibrated on that call's input (:func:`calibrate_int8`, :func:`quantize_int8`), and kept only if its
     output is within ``INT8_MIN_PSNR_DB`` of Float32 on that input and on its mirror image;
     otherwise this network stays at the bf16/fp32 precision for good (``int8_state``). The
     calibration and its PSNR are cached in ``int8_cache`` (beside the exported IR): later sessions
@@ -354,15 +352,12 @@ class OpenVinoNetwork(nn.Module):
         session makes the same decision without calibrating (the first frame ever rendered decides)."""
         try:
             cached = self._read_int8_cache()
-            if cached is not None:
-                ranges, worst = cached
-                q = quantize_int8(self.ov_model, ranges=ranges)
-            else:
-                ranges = calibrate_int8(self.ov_model, arrays)
-                q = quantize_int8(self.ov_model, ranges=ranges)
-            if cached is None or worst >= INT8_MIN_PSNR_DB[self.requested]:
-                cq = self._compile(q, "f32")  # the layers left in float stay float32 (better PSNR, as fast here)
-            if cached is None:
+            ranges, worst = cached if cached is not None else (calibrate_int8(self.ov_model, arrays), None)
+            cq = None  # (a cached refusal builds nothing)
+            if worst is None or worst >= INT8_MIN_PSNR_DB[self.requested]:
+                # the layers left in float stay float32 (better PSNR, as fast here)
+                cq = self._compile(quantize_int8(self.ov_model, ranges), "f32")
+            if worst is None:  # no cached decision: check against Float32 and record it
                 if "fp32" not in self._compiled:
                     self._compiled["fp32"] = self._compile(self.ov_model, "f32")
                 ref = self._compiled["fp32"]

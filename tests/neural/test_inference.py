@@ -93,12 +93,9 @@ def _openvino_copy(av, path):
     return fast
 
 
-@pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE"])
-def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
-    """The optional OpenVINO backend (installed in the test venv) gives the same pictures:
-    ≥ 60 dB with the f32 hint, ≥ 40 dB with bf16, against the eager fp32 torch output; the
-    exported network is cached and reused."""
-    pytest.importorskip("openvino")
+def _saved_avatar(mode, tmp_path, monkeypatch):
+    """A fresh 64² avatar of ``mode`` with trained-looking BN statistics, saved as a bundle, and an
+    OpenVINO cache of its own: ``(body model, avatar, bundle path)``."""
     from neural_avatar.neural.bundle import save_bundle
 
     monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
@@ -107,6 +104,16 @@ def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
     _randomise_batchnorm(av)
     path = tmp_path / "a.safetensors"
     save_bundle(av, path)
+    return model, av, path
+
+
+@pytest.mark.parametrize("mode", ["VERTEX_PROJECTION", "NEURAL_TEXTURE"])
+def test_openvino_backend_matches_fp32(mode, tmp_path, monkeypatch):
+    """The optional OpenVINO backend (installed in the test venv) gives the same pictures:
+    ≥ 60 dB with the f32 hint, ≥ 40 dB with bf16, against the eager fp32 torch output; the
+    exported network is cached and reused."""
+    pytest.importorskip("openvino")
+    model, av, path = _saved_avatar(mode, tmp_path, monkeypatch)
     frame = _frame(model, size=72)
     ref = av.render(frame, precision="fp32")
     fast = _openvino_copy(av, path)
@@ -200,14 +207,8 @@ def test_int8_is_refused_below_its_bar_and_can_be_switched_off(tmp_path, monkeyp
     never tries it; fp32 and bf16 requests never use it."""
     pytest.importorskip("openvino")
     from neural_avatar.neural import inference
-    from neural_avatar.neural.bundle import save_bundle
 
-    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
-    model = body.load_default()
-    av = build_avatar(AvatarConfig.default("VERTEX_PROJECTION", resolution=64), model).eval()
-    _randomise_batchnorm(av)
-    path = tmp_path / "a.safetensors"
-    save_bundle(av, path)
+    model, av, path = _saved_avatar("VERTEX_PROJECTION", tmp_path, monkeypatch)
     frame = _frame(model, size=64)
     fast = _openvino_copy(av, path)
     fast.render(frame, precision="fp32")
@@ -234,14 +235,8 @@ def test_int8_calibration_and_decision_are_cached_beside_the_exported_network(tm
     import json
 
     from neural_avatar.neural import inference
-    from neural_avatar.neural.bundle import save_bundle
 
-    monkeypatch.setenv("NEURAL_AVATAR_CACHE", str(tmp_path / "cache"))
-    model = body.load_default()
-    av = build_avatar(AvatarConfig.default("VERTEX_PROJECTION", resolution=64), model).eval()
-    _randomise_batchnorm(av)
-    path = tmp_path / "a.safetensors"
-    save_bundle(av, path)
+    model, av, path = _saved_avatar("VERTEX_PROJECTION", tmp_path, monkeypatch)
     frame = _frame(model, size=64)
     monkeypatch.setattr(inference, "INT8_MIN_PSNR_DB", {"auto": 1.0, "int8": 1.0})
     first = _openvino_copy(av, path)
