@@ -320,7 +320,7 @@ class VertexProjectionAvatar(Avatar):
         self._levels: list[str] = []
         self.num_points = V
         if config.unet.subdivide:
-            from .inputs.project import mesh_edges, subdivide_midpoints
+            from .inputs.project import footprint_sources, subdivide_midpoints
 
             if not config.unet.point_splat or faces.is_meta:
                 raise NeuralAvatarError("VERTEX_PROJECTION with a subdivided mesh needs point splats and the body's faces.")
@@ -330,7 +330,12 @@ class VertexProjectionAvatar(Avatar):
                 self.register_buffer(f"subdivision_edges_{level}", edges, persistent=False)
                 self._levels.append(f"subdivision_edges_{level}")
                 self.num_points += int(edges.shape[0])
-            self.edges = mesh_edges(f)
+            # the splats' sizes from the base mesh (midsegment theorem, project.footprint_sources):
+            # the base edges and each point's incidences, instead of the subdivided mesh's edges
+            e0, point, edge = footprint_sources(faces, V, len(self._levels))
+            self.edges = e0
+            self.register_buffer("footprint_point", point, persistent=False)
+            self.register_buffer("footprint_edge", edge, persistent=False)
         D = config.unet.descriptors
         if D:
             # learnt per-vertex descriptors (SMPLpix sec. 6; NPBG's point descriptors), U[-1, 1]
@@ -357,6 +362,26 @@ class VertexProjectionAvatar(Avatar):
             x = midpoints(x, getattr(self, name))
         return x
 
+    def point_features(self) -> torch.Tensor:
+        """What each projected point carries, ``(num_points, 3 + D)``: its colour (clamped to
+        [0, 1], midpoints' colours their edges' means) and its learnt descriptors. Pose-free, so
+        at render time (no gradient recorded) it is kept until the identity's tensors change
+        (another identity, an in-place update, a move to another device); while training it is recomputed every step."""
+        params = [self.identity.vertex_colors]
+        if self.config.unet.descriptors:
+            params.append(self.identity.vertex_descriptors)
+        cached = getattr(self, "_features_cache", None)
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if (not grad and cached is not None and len(cached[0]) == len(params)
+                and all(p is q and k == (p._version, p.data_ptr(), p.dtype) for p, (q, k) in zip(params, cached[0]))):
+            return cached[1]
+        colors = self.densify(params[0].clamp(0.0, 1.0))
+        if len(params) > 1:
+            colors = torch.cat([colors, params[1].to(colors.dtype)], -1)
+        # the tensors themselves are held (compared by identity, so a freed one's address is never mistaken)
+        self._features_cache = None if grad else ([(p, (p._version, p.data_ptr(), p.dtype)) for p in params], colors)
+        return colors
+
     @staticmethod
     def depth_range(verts: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame ``(near (B,), far (B,))`` from the body's bounding sphere (class docstring)."""
@@ -377,22 +402,24 @@ class VertexProjectionAvatar(Avatar):
 
         _check_frame(frame, self.config.num_verts, None)
         near, far = self.depth_range(frame.verts, frame.R, frame.t)
-        colors = self.identity.vertex_colors.clamp(0.0, 1.0)
         verts = frame.verts
-        if self._levels:  # the upsampled topology: midpoints of posed positions and colours
-            verts, colors = self.densify(verts), self.densify(colors)
-        radii = None
-        if self.config.unet.point_splat:
-            from .inputs.project import footprint_radii, mesh_edges
+        if self._levels:  # the upsampled topology: midpoints of posed positions (colours below)
+            verts = self.densify(verts)
+        lengths = None
+        if self.config.unet.point_splat:  # footprint splats (project.footprint_radii)
+            from .inputs.project import longest_incident_edges, mesh_edges
 
             if self.edges.numel() == 0:
                 self.edges = mesh_edges(self.faces)
-            radii = footprint_radii(verts, self.edges, frame.K, frame.R, frame.t)
+            if self._levels:  # from the base mesh's edges (project.footprint_sources)
+                lengths = longest_incident_edges(frame.verts, self.edges, self.footprint_point, self.footprint_edge,
+                                                 len(self._levels), self.num_points)
+            else:
+                lengths = longest_incident_edges(verts, self.edges)
         D = self.config.unet.descriptors
-        if D:
-            colors = torch.cat([colors, self.identity.vertex_descriptors.to(colors.dtype)], -1)
+        colors = self.point_features()
         img, hit = project_vertices(verts, colors, frame.K, frame.R, frame.t, frame.size,
-                                    depth_range=(near, far), return_mask=True, splat_radii=radii)
+                                    depth_range=(near, far), return_mask=True, splat_lengths=lengths)
         if D:  # RGB-D first (SMPLpix's channels, whatever the descriptors), then the descriptors
             img = torch.cat([img[:, :3], img[:, -1:], img[:, 3:-1]], 1)
         if img.shape[1] != self.input_channels:

@@ -14,7 +14,10 @@ from ...errors import NeuralAvatarError
 from .camera import project_points
 
 __all__ = ["project_vertices", "depth_keys", "KEY_EMPTY", "mesh_edges", "footprint_radii", "MAX_SPLAT_RADIUS",
-           "subdivide_midpoints", "midpoints"]
+           "subdivide_midpoints", "midpoints", "footprint_sources", "longest_incident_edges", "SPLAT_COVERAGE"]
+
+#: Splat half-size per pixel of footprint (:func:`footprint_radii`): > 1/sqrt(3).
+SPLAT_COVERAGE = 0.6
 
 #: Largest per-vertex splat radius (a (2r+1)^2 square); beyond it a close-up is sparse again.
 MAX_SPLAT_RADIUS = 12
@@ -68,6 +71,7 @@ def project_vertices(
     splat_radius: int = 0,
     return_mask: bool = False,
     splat_radii: torch.Tensor | None = None,
+    splat_lengths: torch.Tensor | None = None,
 ):
     """Project coloured vertices into an RGB-D image, SMPLpix eq. 3-4.
 
@@ -89,6 +93,9 @@ def project_vertices(
         splat_radii: optional ``(B,V)`` integer radii per vertex (:func:`footprint_radii`):
             vertex ``v`` writes a ``(2 r_v + 1)^2`` square, depth-tested like ``splat_radius``
             (which it replaces).
+        splat_lengths: optional ``(B,V)`` world-space longest incident edge per vertex
+            (:func:`longest_incident_edges`): the radii of :func:`footprint_radii`, computed here
+            from this projection's depths instead of a second one (replaces ``splat_radii``).
 
     Collisions (SMPLpix sec. 3.1: sort by depth, keep the first): the nearest vertex wins;
     exact depth ties go to the lower vertex index. Implemented as ``scatter_reduce(amin)`` on
@@ -129,6 +136,10 @@ def project_vertices(
         col = torch.floor(uv[..., 0])
         row = torch.floor(uv[..., 1])
         valid = (z > 0) & torch.isfinite(col) & torch.isfinite(row)
+        if splat_lengths is not None:  # footprint radii from this projection's depths
+            if splat_lengths.shape[-1] != V or splat_lengths.dim() != 2 or splat_lengths.shape[0] not in (1, B):
+                raise NeuralAvatarError(f"Splat lengths of shape {tuple(splat_lengths.shape)} do not match {V} vertices.")
+            splat_radii = _radii(splat_lengths.float(), z.float(), K)
         # Keep only indices that can touch the image (with splats) before integer conversion.
         if splat_radii is not None:
             rv = torch.as_tensor(splat_radii, device=verts.device).long().clamp(0, MAX_SPLAT_RADIUS)
@@ -142,10 +153,13 @@ def project_vertices(
             rv = None
             r = splat_radius
         valid &= (col >= -r) & (col < W + r) & (row >= -r) & (row < H + r)
-        b_idx, v_idx = torch.nonzero(valid, as_tuple=True)
-        cj = col[b_idx, v_idx].long()
-        ri = row[b_idx, v_idx].long()
-        zk = z[b_idx, v_idx].float()
+        # flat (b * V + v) indices and 1-D index_select throughout: torch's CPU advanced
+        # indexing with two index tensors costs several times more on 10^5 points
+        flat = torch.nonzero(valid.reshape(-1)).squeeze(1)
+        b_idx, v_idx = flat // V, flat % V
+        cj = col.reshape(-1).index_select(0, flat).long()
+        ri = row.reshape(-1).index_select(0, flat).long()
+        zk = z.reshape(-1).index_select(0, flat).float()
         keys = depth_keys(zk, v_idx)
 
         def square(rad, ri, cj, b_idx, keys):
@@ -170,9 +184,9 @@ def project_vertices(
         if rv is None:
             pix, keys = square(r, ri, cj, b_idx, keys)
         else:  # per-vertex squares, one pass per radius (cost: sum of the squares' areas)
-            own = rv[b_idx, v_idx]
+            own = rv.reshape(-1).index_select(0, flat)
             order = torch.argsort(own, stable=True)
-            own, ri, cj, b_idx, keys = own[order], ri[order], cj[order], b_idx[order], keys[order]
+            own, ri, cj, b_idx, keys = (x.index_select(0, order) for x in (own, ri, cj, b_idx, keys))
             counts = torch.bincount(own, minlength=r + 1).tolist()
             parts, s0 = [], 0
             for q, c in enumerate(counts):
@@ -186,15 +200,20 @@ def project_vertices(
         # Only the pixels a vertex landed on are gathered and written (a body covers a part of
         # its window); everything else keeps the background value 1.
         pix_hit = torch.nonzero(hit).squeeze(1)
-        winner = key_index(buf[pix_hit])
+        winner = key_index(buf.index_select(0, pix_hit))
         b_hit, q_hit = pix_hit // (H * W), pix_hit % (H * W)
         near = _as_batch(depth_range[0], B, X)
         far = _as_batch(depth_range[1], B, X)
         if torch.any(far <= near):
             raise NeuralAvatarError("depth_range far must be greater than near.")
-        dep = ((z.float()[b_hit, winner] - near[b_hit]) / (far - near)[b_hit]).clamp(0.0, 1.0)
+        bw = b_hit * V + winner  # the winners' flat (b, v) indices
+        dep = ((z.float().reshape(-1).index_select(0, bw) - near.index_select(0, b_hit))
+               / (far - near).index_select(0, b_hit)).clamp(0.0, 1.0)
 
-    vals = torch.cat([colors[b_hit, winner].to(out_dtype), dep.to(out_dtype)[:, None]], dim=1)  # (N, C+1)
+    # colours shared by the batch (a (V, C) table expanded) are read from the table itself
+    src = colors[0] if colors.stride(0) == 0 or B == 1 else colors.reshape(B * V, C)
+    picked = src.index_select(0, winner if src.shape[0] == V else bw)
+    vals = torch.cat([picked.to(out_dtype), dep.to(out_dtype)[:, None]], dim=1)  # (N, C+1)
     img = torch.ones(B, C + 1, H * W, dtype=out_dtype, device=verts.device)
     ch = torch.arange(C + 1, device=verts.device)
     # out of place: differentiable w.r.t. the colours
@@ -218,6 +237,26 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     return _edges_of(f.long().reshape(-1, 3))
 
 
+def _subdivide(f: torch.Tensor, n: int, src: torch.Tensor | None = None):
+    """One 1-to-4 midpoint subdivision of faces ``f (F, 3)`` over ``n`` points: ``(edges, faces
+    (4F, 3), src)``. ``src (F, 3)``, if given, names for each face's edges ab, bc, ca the
+    level-0 edge it is a scaled copy of; ``src`` of the new faces follows from the midsegment
+    theorem: a half of an edge copies that edge, and the segment joining two edges' midpoints
+    is parallel to the third edge and half its length."""
+    edges, inv = _edges_of(f, return_inverse=True)
+    m = int(n) + inv.view(3, -1).T  # (F, 3): midpoints of ab, bc, ca
+    a, b, c = f.unbind(1)
+    mab, mbc, mca = m.unbind(1)
+    sub = torch.stack([torch.stack([a, mab, mca], 1), torch.stack([b, mbc, mab], 1),
+                       torch.stack([c, mca, mbc], 1), torch.stack([mab, mbc, mca], 1)], 1)
+    if src is not None:
+        sab, sbc, sca = src.unbind(1)
+        # (a, m_ab, m_ca): a-m_ab in ab, m_ab-m_ca parallel to bc, m_ca-a in ca; and so on
+        src = torch.stack([torch.stack([sab, sbc, sca], 1), torch.stack([sbc, sca, sab], 1),
+                           torch.stack([sca, sab, sbc], 1), torch.stack([sca, sab, sbc], 1)], 1).reshape(-1, 3)
+    return edges, sub.reshape(-1, 3), src
+
+
 def subdivide_midpoints(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One level of 1-to-4 midpoint subdivision of a triangle mesh (SMPLpix sec. 4: the SMPL-X
     topology "upsampled" to 27 554 vertices, where SMPL's 6 890 + its 20 664 edges' midpoints
@@ -227,24 +266,78 @@ def subdivide_midpoints(faces: torch.Tensor, num_verts: int) -> tuple[torch.Tens
     keeping its winding. Runs where ``faces`` lives (also inside a ``torch.device("meta")``
     context, where a bundle's network is first built to check its size)."""
     f = (faces if torch.is_tensor(faces) else torch.as_tensor(np.asarray(faces), device="cpu")).long().reshape(-1, 3)
-    edges, inv = _edges_of(f, return_inverse=True)
-    m = int(num_verts) + inv.view(3, -1).T  # (F, 3): midpoints of ab, bc, ca
-    a, b, c = f.unbind(1)
-    mab, mbc, mca = m.unbind(1)
-    sub = torch.stack([torch.stack([a, mab, mca], 1), torch.stack([b, mbc, mab], 1),
-                       torch.stack([c, mca, mbc], 1), torch.stack([mab, mbc, mca], 1)], 1)
-    return edges, sub.reshape(-1, 3)
+    edges, sub, _ = _subdivide(f, num_verts)
+    return edges, sub
+
+
+def footprint_sources(faces: torch.Tensor, num_verts: int, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`longest_incident_edges` needs to size the splats of ``levels`` midpoint
+    subdivisions (:func:`subdivide_midpoints`) from the base mesh alone.
+
+    By the midsegment theorem every edge of the subdivided mesh is a copy, scaled by
+    ``2^-levels``, of one base edge (:func:`_subdivide`), so a subdivided point's longest
+    incident edge is ``2^-levels`` times the longest of a fixed set of base edges. Returns
+    ``(edges (E0, 2), point (P,), edge (P,))``: the base mesh's edges, and the distinct
+    (subdivided point, base edge) incidences."""
+    f = faces.long().reshape(-1, 3)
+    edges0, inv = _edges_of(f, return_inverse=True)
+    src, n = inv.view(3, -1).T, int(num_verts)
+    for _ in range(int(levels)):
+        e, f, src = _subdivide(f, n, src)
+        n += int(e.shape[0])
+    # each face gives its corners their two incident edges: a (ab, ca), b (ab, bc), c (bc, ca)
+    point = torch.cat([f[:, 0], f[:, 0], f[:, 1], f[:, 1], f[:, 2], f[:, 2]])
+    edge = torch.cat([src[:, 0], src[:, 2], src[:, 0], src[:, 1], src[:, 1], src[:, 2]])
+    pairs = torch.unique(point * edges0.shape[0] + edge)
+    return edges0, pairs // edges0.shape[0], pairs % edges0.shape[0]
 
 
 def midpoints(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """``x (..., V, C)`` followed by its edges' midpoints: ``(..., V + E, C)`` (linear in ``x``, so
     posed positions, colours and descriptors all subdivide the same way)."""
     e = edges.to(x.device)
-    return torch.cat([x, 0.5 * (x[..., e[:, 0], :] + x[..., e[:, 1], :])], -2)
+    return torch.cat([x, 0.5 * (x.index_select(-2, e[:, 0]) + x.index_select(-2, e[:, 1]))], -2)
+
+
+def longest_incident_edges(verts: torch.Tensor, edges: torch.Tensor, point: torch.Tensor | None = None,
+                           edge: torch.Tensor | None = None, levels: int = 0,
+                           num_points: int | None = None) -> torch.Tensor:
+    """World-space length of each point's longest incident edge ``(B, N)``.
+
+    Without ``point``/``edge``: the mesh ``verts (B, V, 3)`` with ``edges (E, 2)``, ``N = V``.
+    With them (:func:`footprint_sources`): ``verts`` are the base mesh's (at least its ``V0``
+    vertices first), ``edges`` its edges, and the result is for the ``num_points`` points of
+    ``levels`` midpoint subdivisions: ``2^-levels`` times the longest base edge of each point's
+    incidences, i.e. the same lengths measured on the subdivided mesh, from a quarter of the
+    edges per level and without its positions."""
+    with torch.no_grad():
+        X = verts.detach().float()
+        B = X.shape[0]
+        e = edges.to(X.device).long()
+        length = (X.index_select(1, e[:, 0]) - X.index_select(1, e[:, 1])).norm(dim=-1)  # (B, E)
+        if point is None:
+            idx = torch.cat([e[:, 0], e[:, 1]]).expand(B, -1)
+            lv = torch.zeros(B, X.shape[1], device=X.device)
+            lv.scatter_reduce_(1, idx, torch.cat([length, length], 1), reduce="amax", include_self=True)
+            return lv
+        length = length * (0.5 ** int(levels))
+        lv = torch.zeros(B, int(num_points), device=X.device)
+        lv.scatter_reduce_(1, point.to(X.device).expand(B, -1), length.index_select(1, edge.to(X.device)),
+                           reduce="amax", include_self=True)
+        return lv
+
+
+def _radii(lv: torch.Tensor, z: torch.Tensor, K: torch.Tensor, coverage: float = SPLAT_COVERAGE) -> torch.Tensor:
+    """``r_v = ceil(coverage * f * l_v / z_v - 1/2)`` in ``[0, MAX_SPLAT_RADIUS]`` (:func:`footprint_radii`)."""
+    B = z.shape[0]
+    Kb = K.float().expand(B, 3, 3)
+    f = 0.5 * (Kb[:, 0, 0] + Kb[:, 1, 1])
+    s = f[:, None] * lv / z.clamp_min(1e-4)
+    return torch.ceil(coverage * s - 0.5).clamp(0, MAX_SPLAT_RADIUS).long()
 
 
 def footprint_radii(verts: torch.Tensor, edges: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
-                    t: torch.Tensor, coverage: float = 0.6) -> torch.Tensor:
+                    t: torch.Tensor, coverage: float = SPLAT_COVERAGE) -> torch.Tensor:
     """Per-vertex splat radii ``(B, V)`` that keep projected points dense at any scale.
 
     A vertex's pixel footprint is ``s_v = f * l_v / z_v``: its longest incident edge ``l_v`` (in
@@ -253,20 +346,13 @@ def footprint_radii(verts: torch.Tensor, edges: torch.Tensor, K: torch.Tensor, R
     ``r + 1/2 >= s / sqrt(3)`` (the centroid's distance to the corners), so
     ``r_v = ceil(coverage * s_v - 1/2)`` with ``coverage = 0.6 > 1/sqrt(3)``; 0 where vertices are
     already denser than pixels (the shipped avatars' scale), and at most ``MAX_SPLAT_RADIUS``.
+    (:func:`project_vertices` with ``splat_lengths`` computes the same from its own projection.)
     """
     with torch.no_grad():
         X = verts.detach().float()
-        B, V, _ = X.shape
-        e = edges.to(X.device).long()
-        length = (X[:, e[:, 0]] - X[:, e[:, 1]]).norm(dim=-1)  # (B, E)
-        lv = torch.zeros(B, V, device=X.device)
-        idx = torch.cat([e[:, 0], e[:, 1]]).expand(B, -1)
-        lv.scatter_reduce_(1, idx, torch.cat([length, length], 1), reduce="amax", include_self=True)
+        B = X.shape[0]
+        lv = longest_incident_edges(X, edges)
         R = R.float().expand(B, 3, 3)
         t = t.float().expand(B, 3)
         z = torch.einsum("bij,bvj->bvi", R, X)[..., 2] + t[:, None, 2]
-        Kb = K.float().expand(B, 3, 3)
-        f = 0.5 * (Kb[:, 0, 0] + Kb[:, 1, 1])
-        s = f[:, None] * lv / z.clamp_min(1e-4)
-        r = torch.ceil(coverage * s - 0.5).clamp(0, MAX_SPLAT_RADIUS)
-        return r.long()
+        return _radii(lv, z, K, coverage)

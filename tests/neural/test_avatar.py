@@ -251,3 +251,34 @@ def test_vertex_projection_on_the_subdivided_topology():
         UNetConfig(width=4, depth=2, subdivide=1).validate()
     with pytest.raises(NeuralAvatarError, match="subdivide"):
         UNetConfig(width=4, depth=2, point_splat=True, subdivide=3).validate()
+
+
+def test_vertex_projection_point_features_follow_the_identity():
+    """The projected points' colours and descriptors are pose-free, so a render (no gradient)
+    reuses them; an in-place edit, another identity's tensors or a dtype change are seen at the
+    next frame, and while training they are rebuilt with their gradient every step."""
+    torch.manual_seed(0)
+    body = tiny_body()
+    cfg = AvatarConfig.default("VERTEX_PROJECTION", num_joints=3, resolution=32,
+                               unet=UNetConfig(width=4, depth=2, point_splat=True, descriptors=3, in_ch=7, subdivide=1))
+    av = build_avatar(cfg, body).eval()
+    f = frame2(body)
+
+    def fresh():
+        c = av.densify(av.identity.vertex_colors.detach().clamp(0, 1))
+        return torch.cat([c, av.identity.vertex_descriptors.detach()], -1)
+
+    with torch.no_grad():
+        first = av.point_features()
+        assert av.point_features() is first and torch.equal(first, fresh())  # reused
+        before = av.make_input(f)["input"]
+        av.identity.vertex_colors.mul_(0.5)  # an in-place edit
+        assert torch.equal(av.point_features(), fresh())
+        assert not torch.equal(av.make_input(f)["input"], before)
+        av.identity.vertex_descriptors = nn.Parameter(torch.zeros_like(av.identity.vertex_descriptors))  # another identity
+        assert torch.equal(av.point_features(), fresh()) and float(av.point_features()[:, 3:].abs().sum()) == 0
+        av.double()  # a dtype change
+        assert av.point_features().dtype == torch.float64
+    av.float().train()
+    feats = av.point_features()  # training: rebuilt, with its graph
+    assert feats.requires_grad and feats is not av.point_features()

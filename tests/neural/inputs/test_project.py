@@ -168,3 +168,68 @@ def test_midpoint_subdivision_counts_positions_and_winding():
     # batched and per-point features subdivide alike (linear)
     xb = torch.stack([x, 2 * x])
     assert torch.allclose(midpoints(xb, edges)[1], 2 * X)
+
+
+def _grid_mesh(n=5, seed=0):
+    """An n x n vertex grid (2 triangles a cell), bumped at random: a mesh with boundary and
+    interior vertices of every valence a triangulated grid has."""
+    g = torch.Generator().manual_seed(seed)
+    ij = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"), -1).reshape(-1, 2).double()
+    x = torch.cat([ij, 0.3 * torch.rand(n * n, 1, generator=g, dtype=torch.float64)], 1)
+    x[:, :2] += 0.25 * torch.rand(n * n, 2, generator=g, dtype=torch.float64)
+    faces = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a, b, c, d = i * n + j, i * n + j + 1, (i + 1) * n + j, (i + 1) * n + j + 1
+            faces += [[a, b, d], [a, d, c]]
+    return x, torch.tensor(faces)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_footprint_sources_give_the_subdivided_meshs_longest_edges(levels):
+    """Midsegment theorem: every edge of the subdivided mesh is a 2^-levels copy of one base
+    edge, so each point's longest incident edge follows from the base mesh alone; it matches the
+    lengths measured on the subdivided mesh itself (positions from midpoints), and projecting
+    with those lengths (radii from the projection's own depths) gives footprint_radii's picture."""
+    from neural_avatar.neural.inputs.project import (footprint_radii, footprint_sources, longest_incident_edges,
+                                                     mesh_edges, midpoints, subdivide_midpoints)
+
+    x, faces = _grid_mesh()
+    V = x.shape[0]
+    X, f, n = x, faces, V
+    for _ in range(levels):
+        e, f = subdivide_midpoints(f, n)
+        X, n = midpoints(X, e), n + e.shape[0]
+    e0, point, edge = footprint_sources(faces, V, levels)
+    assert torch.equal(e0, mesh_edges(faces)) and point.shape == edge.shape
+    assert int(point.max()) == n - 1 and torch.unique(point).numel() == n  # every point sized
+    base = torch.stack([x, 1.5 * x]).float()  # a batch of two poses
+    dense = torch.stack([X, 1.5 * X]).float()
+    got = longest_incident_edges(base, e0, point, edge, levels, n)
+    want = longest_incident_edges(dense, mesh_edges(f))
+    assert got.shape == (2, n)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # through the projection: radii from the same lengths and this projection's depths
+    K = torch.tensor([[[40.0, 0, 20], [0, 40.0, 20], [0, 0, 1]]])
+    R, t = torch.eye(3)[None], torch.tensor([[-2.0, -2.0, 6.0]])
+    cols = torch.rand(n, 3, generator=torch.Generator().manual_seed(1))
+    radii = footprint_radii(dense, mesh_edges(f), K, R, t)
+    assert int(radii.max()) >= 1  # the splats matter at this scale
+    a = project_vertices(dense, cols, K, R, t, (40, 40), return_mask=True, splat_radii=radii)
+    b = project_vertices(dense, cols, K, R, t, (40, 40), return_mask=True, splat_lengths=got)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(NeuralAvatarError, match="Splat lengths"):
+        project_vertices(dense, cols, K, R, t, (40, 40), splat_lengths=got[:, :-1])
+
+
+def test_batched_projection_reads_each_items_own_colours():
+    """A batch with its own colours per item (not one table expanded) gives each item's
+    single-frame picture: the flat (item, vertex) indexing picks the right row."""
+    K, R, t = simple_cam(2)
+    verts = torch.tensor([[pt(1.5, 1.5, 2.0), pt(4.5, 2.5, 3.0)], [pt(4.5, 2.5, 3.0), pt(1.5, 1.5, 2.0)]])
+    cols = torch.rand(2, 2, 3, generator=torch.Generator().manual_seed(2))
+    both = project_vertices(verts, cols, K, R, t, (H, W), depth_range=(1.0, 4.0))
+    for b in range(2):
+        one = project_vertices(verts[b:b + 1], cols[b], K[b:b + 1], R[b:b + 1], t[b:b + 1], (H, W), depth_range=(1.0, 4.0))
+        assert torch.equal(both[b], one[0])
+    assert not torch.equal(both[0], both[1])
