@@ -11,7 +11,7 @@ import argparse
 
 from ..common.guards import float_in, int_in
 from ..neural.config import MODES
-from ..neural.training.trainer import TrainConfig, train, vgg_weight_field_name
+from ..neural.training.trainer import TrainConfig, pixel_weight_field_name, train, vgg_weight_field_name
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           perceptual=args.perceptual, body_dir=args.body_dir,
                           avatar=json.loads(args.avatar_json) if args.avatar_json else {},
                           patch=args.patch, precision=args.precision, init=args.init, w_haze=args.haze_weight,
-                          w_mask=args.mask_weight, w_pixel_vp=args.pixel_weight,
+                          w_mask=args.mask_weight,
                           scale_range=list(args.scale_range) if args.scale_range else None,
                           threads=args.threads, stage1_fraction=args.stage1_fraction,
                           time_limit_s=args.time_limit, fit_identity=args.fit_identity,
@@ -50,7 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           color_augment=args.color_augment,
                           **({"split_optimization": False} if args.fit_identity else {}),
                           **({"val_frames": args.val_frames} if args.val_frames else {}),
-                          **vgg_weight_field(args.mode, args.vgg_weight))
+                          **vgg_weight_field(args.mode, args.vgg_weight),
+                          **pixel_weight_field(args.mode, args.pixel_weight))
         res = train(cfg, progress=emit, should_stop=lambda: stop["flag"])
     except NeuralAvatarError as e:
         emit({"event": "error", "message": str(e)})
@@ -68,6 +69,19 @@ def vgg_weight_field(mode: str, weight: Optional[float]) -> dict:
     """The TrainConfig field ``--vgg-weight`` sets for ``mode`` (each mode's perceptual weight
     has its own default); ``{}`` when not given."""
     return {} if weight is None else {vgg_weight_field_name(mode): float(weight)}
+
+
+def pixel_weight_field(mode: str, weight: Optional[float]) -> dict:
+    """The TrainConfig field ``--pixel-weight`` sets for ``mode`` (SMPLpix's extra image L1,
+    default 0; ANR's eq. 3 pixel loss, default 1; HVS's eq. 17 L1, default 10); ``{}`` when not
+    given. AniPixel has none: the flag is refused there rather than ignored."""
+    if weight is None:
+        return {}
+    name = pixel_weight_field_name(mode)
+    if name is None:
+        raise NeuralAvatarError(f"--pixel-weight has no meaning for {mode}: its image loss weights are "
+                                f"the paper's (TrainConfig.w_pixel_*).")
+    return {name: float(weight)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-weight", type=float_in(0.0, 1e4, "--mask-weight"), default=1.0,
                    help="weight of the mask BCE (ANR eq. 4; also SMPLpix's and HVS's alpha): raise it when "
                         "the predicted alpha has holes inside the body")
-    p.add_argument("--pixel-weight", type=float_in(0.0, 1e4, "--pixel-weight"), default=0.0,
-                   help="SMPLpix: weight of an image L1 term beside the VGG loss of eq. 6 (0 = the paper's "
-                        "loss); keeps the colours where the perceptual terms let them drift")
+    p.add_argument("--pixel-weight", type=float_in(0.0, 1e4, "--pixel-weight"), default=None,
+                   help="weight of the image L1 term: SMPLpix's beside the VGG loss of eq. 6 (default 0 = the "
+                        "paper's loss; keeps the colours where the perceptual terms let them drift), ANR's "
+                        "eq. 3 pixel loss (default 1), HVS's eq. 17 (default 10)")
     p.add_argument("--vgg-weight", type=float_in(0.0, 1e4, "--vgg-weight"), default=None,
                    help="weight of the perceptual (VGG) term: SMPLpix eq. 6 and ANR's feature loss (default 1), "
                         "HVS's lambda_phi of eq. 21 (default 10; VGG at 10 turned a 512² HVS run blue, where "

@@ -84,6 +84,16 @@ def vgg_weight_field_name(mode: str) -> str:
     return VGG_WEIGHT_FIELD.get(mode, "w_vgg")
 
 
+#: the TrainConfig field holding each mode's image L1 weight (``train --pixel-weight``): SMPLpix's
+#: optional L1 beside eq. 6, ANR's eq. 3 pixel loss, HVS's eq. 17; AniPixel's is not exposed
+PIXEL_WEIGHT_FIELD = {VERTEX_PROJECTION: "w_pixel_vp", NEURAL_TEXTURE: "w_pixel", GAUSSIAN_BONES: "w_pixel_hvs"}
+
+
+def pixel_weight_field_name(mode: str) -> Optional[str]:
+    """The :class:`TrainConfig` field of ``mode``'s image L1 weight, or None (AniPixel)."""
+    return PIXEL_WEIGHT_FIELD.get(mode)
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run (``python -m neural_avatar train`` maps its flags here)."""
@@ -1102,7 +1112,8 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[dict], None]] = None,
                     "patch": cfg.patch, "scale_range": list(scale_range) if augment else None,
                     "precision": cfg.precision, "haze_weight": cfg.w_haze, "haze_radius_px": int(trainer.haze_radius),
                     "mask_weight": cfg.w_mask, "init": init_info, "lr": trainer.lrs(),
-                    **({"pixel_weight": cfg.w_pixel_vp} if cfg.mode == VERTEX_PROJECTION else {}),
+                    **({"pixel_weight": getattr(cfg, pixel_weight_field_name(cfg.mode))}
+                       if pixel_weight_field_name(cfg.mode) else {}),
                     "vgg_weight": getattr(cfg, vgg_weight_field_name(cfg.mode)),
                     **({"color_augment": cfg.color_augment} if cfg.color_augment != "none" else {}),
                     "machine": _machine(device), "wall_s": round(time.time() - t0, 1),

@@ -139,6 +139,29 @@ def test_smplpix_pixel_weight_adds_an_image_l1_term(tmp_path, data, body):
     assert json.loads((out / "avatar.json").read_text())["training"]["pixel_weight"] == 5.0
 
 
+def test_pixel_weight_sets_each_modes_image_l1(tmp_path, data, body):
+    """``train --pixel-weight`` sets ANR's eq. 3 pixel weight (``w_pixel``, default 1) and HVS's
+    eq. 17 L1 (``w_pixel_hvs``) as it sets SMPLpix's extra L1; the bundle records the weight used;
+    AniPixel refuses the flag; without it every mode keeps its default."""
+    from neural_avatar.cli.train import pixel_weight_field
+    from neural_avatar.errors import NeuralAvatarError
+
+    recs = {}
+    for w in (1.0, 4.0):
+        out = tmp_path / f"anr{w}"
+        train(_cfg(data, out, "NEURAL_TEXTURE", steps=1, use_gan=False, **pixel_weight_field("NEURAL_TEXTURE", w)),
+              body_model=body)
+        recs[w] = _records(out)[0]
+        assert json.loads((out / "avatar.json").read_text())["training"]["pixel_weight"] == w
+    assert recs[1.0]["pixel"] > 0 and recs[4.0]["pixel"] == pytest.approx(4.0 * recs[1.0]["pixel"], rel=1e-3)
+    assert recs[4.0]["vgg"] == pytest.approx(recs[1.0]["vgg"], rel=1e-3)
+    assert pixel_weight_field("GAUSSIAN_BONES", 2.0) == {"w_pixel_hvs": 2.0}
+    assert pixel_weight_field("VERTEX_PROJECTION", 10.0) == {"w_pixel_vp": 10.0}
+    assert pixel_weight_field("NEURAL_TEXTURE", None) == {}
+    with pytest.raises(NeuralAvatarError, match="PIXEL_ALIGNED"):
+        pixel_weight_field("PIXEL_ALIGNED", 1.0)
+
+
 def test_hvs_adversarial_fine_tuning_is_opt_in(tmp_path, data, body):
     """HVS trains without a discriminator by default; ``use_gan=True`` (``train --gan``) adds
     eq. 18's adversarial term and feature matching from the first step, the bundle says so, and
