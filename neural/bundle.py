@@ -360,3 +360,37 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
 
 
 __all__ = ["save_bundle", "load_bundle", "read_bundle_meta", "check_meta", "bundle_paths", "FORMAT", "FORMAT_VERSION"]
+
+
+def average_bundles(paths, out, device="cpu") -> tuple[Path, Path]:
+    """Save at ``out`` the bundle whose floating-point tensors (weights, BN statistics, the
+    person's texture / descriptors / appearance) are the mean of those of ``paths``: checkpoint
+    (Polyak) averaging of snapshots of one training run, which smooths the step-to-step noise an
+    adversarial stage leaves in the generator (the role of the generator's weight average in
+    StyleGAN). Integer tensors (faces, BN step counts) are taken from the last bundle.
+
+    The bundles must be one avatar: same mode, configuration, body and tensor names and shapes,
+    each holding one person (a multi-identity bank is refused, not half-averaged). The training
+    record is the last bundle's, with ``averaged_from`` naming every input and its tensor hash."""
+    paths = [Path(os.fspath(p)) for p in paths]
+    if len(paths) < 2:
+        raise BundleError("Averaging needs at least two bundles of the same avatar.")
+    metas = [read_bundle_meta(p) for p in paths]
+    names = [bundle_paths(p)[0].with_suffix("").name for p in paths]
+    for meta, name in zip(metas, names):
+        if bundle_identities(meta)[1:]:
+            raise BundleError(f"The bundle {name} holds several people; average single-person bundles.")
+        for key in ("mode", "config", "body_model_id", "num_verts", "num_joints", "tensors"):
+            if meta.get(key) != metas[0].get(key):
+                raise BundleError(f"The bundles {names[0]} and {name} are not snapshots of one avatar: their "
+                                  f"'{key}' differs.")
+    avatars = [load_bundle(p, device=device) for p in paths]
+    states = [a.state_dict() for a in avatars]
+    with torch.no_grad():
+        for k, v in states[-1].items():
+            if v.is_floating_point():
+                v.copy_(torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype))
+    training = dict(metas[-1].get("training") or {})
+    training["averaged_from"] = [{"bundle": n, "tensors_sha256": m.get("tensors_sha256"),
+                                  "steps": (m.get("training") or {}).get("steps")} for n, m in zip(names, metas)]
+    return save_bundle(avatars[-1], out, extra_meta={"training": training, **(metas[-1].get("extra") or {})})

@@ -251,3 +251,46 @@ def test_identity_bank_tensors_are_checked(tmp_path):
     js.write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="does not match an identity"):
         load_bundle(tmp_path / "m")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_average_bundles_is_the_mean_of_snapshots(tmp_path, mode):
+    """``average_bundles`` (``python -m neural_avatar average``) writes the mean of two snapshots'
+    floating-point tensors, keeps integer ones, renders like an avatar holding those weights, and
+    records its inputs; snapshots of different avatars are refused."""
+    from neural_avatar.neural.bundle import average_bundles
+
+    a, body = make(mode)
+    b, _ = make(mode)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_bundle(a, tmp_path / "a", extra_meta={"training": {"steps": 600}})
+    save_bundle(b, tmp_path / "b", extra_meta={"training": {"steps": 800}})
+    from neural_avatar.__main__ import main
+    assert main(["average", str(tmp_path / "a.json"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    m = load_bundle(tmp_path / "m", expected_mode=mode, expected_body=body)
+    sa, sb, sm = a.state_dict(), b.state_dict(), m.state_dict()
+    assert sm.keys() == sa.keys()
+    moved = 0
+    for k, v in sm.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (sa[k] + sb[k]) / 2, atol=1e-6), k
+            moved += int(not torch.equal(sa[k], sb[k]))
+        else:
+            assert torch.equal(v, sb[k]), k
+    assert moved > 0
+    frame = make_frame(body, 24)
+    assert not torch.equal(m.render(frame)["rgb"], a.render(frame)["rgb"])
+    rec = read_bundle_meta(tmp_path / "m")["training"]
+    assert rec["steps"] == 800 and [x["bundle"] for x in rec["averaged_from"]] == ["a", "b"]
+    assert rec["averaged_from"][0]["tensors_sha256"] == read_bundle_meta(tmp_path / "a")["tensors_sha256"]
+
+    with pytest.raises(BundleError, match="at least two"):
+        average_bundles([tmp_path / "a"], tmp_path / "x")
+    other = "NEURAL_TEXTURE" if mode != "NEURAL_TEXTURE" else "VERTEX_PROJECTION"
+    c, _ = make(other)
+    save_bundle(c, tmp_path / "c")
+    with pytest.raises(BundleError, match="not snapshots of one avatar"):
+        average_bundles([tmp_path / "a", tmp_path / "c"], tmp_path / "x")
+    assert not (tmp_path / "x.json").exists()
