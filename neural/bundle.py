@@ -359,9 +359,6 @@ def load_bundle(path, device="cpu", expected_mode: str | None = None, expected_b
     return avatar.to(device).eval()
 
 
-__all__ = ["save_bundle", "load_bundle", "read_bundle_meta", "check_meta", "bundle_paths", "FORMAT", "FORMAT_VERSION"]
-
-
 def average_bundles(paths, out, device="cpu") -> tuple[Path, Path]:
     """Save at ``out`` the bundle whose floating-point tensors (weights, BN statistics, the
     person's texture / descriptors / appearance) are the mean of those of ``paths``: checkpoint
@@ -394,3 +391,6 @@ def average_bundles(paths, out, device="cpu") -> tuple[Path, Path]:
     training["averaged_from"] = [{"bundle": n, "tensors_sha256": m.get("tensors_sha256"),
                                   "steps": (m.get("training") or {}).get("steps")} for n, m in zip(names, metas)]
     return save_bundle(avatars[-1], out, extra_meta={"training": training, **(metas[-1].get("extra") or {})})
+
+
+__all__ = ["save_bundle", "load_bundle", "read_bundle_meta", "check_meta", "average_bundles", "bundle_paths", "FORMAT", "FORMAT_VERSION"]
